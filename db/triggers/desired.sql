@@ -1,0 +1,43 @@
+-- Template: the desired posting of every row of {{relation}} under one rule.
+-- Nothing for a row whose `when` is not true or whose amounts are all zero; otherwise one
+-- entry: date, memo, currency and the lines as parallel arrays (accounts; signed amounts,
+-- debit > 0 and credit < 0), the fingerprint that identifies what would be posted, and the
+-- problem ('SQLSTATE reason') that forbids posting it, NULL when there is none.
+-- The trigger, backfill and verify all use this one query, so they cannot disagree.
+SELECT d.*,
+       CASE WHEN d.problem IS NULL THEN
+           md5(concat_ws('|', {{fingerprint_date}}, d.currency, d.accounts::text, d.amounts::text))
+       END AS fingerprint
+FROM (
+    SELECT x.*,
+           CASE
+               WHEN x.effective_at IS NULL
+                   THEN '22004 the date is NULL'
+               WHEN x.currency IS NULL OR x.currency !~ '^[A-Z]{3}$'
+                   THEN '22023 currency ' || coalesce(quote_literal(x.currency), 'NULL')
+                        || ' is not a three-letter ISO 4217 code'
+               WHEN array_position(x.amounts, NULL) IS NOT NULL
+                   THEN '22004 the amount of line ' || array_position(x.amounts, NULL) || ' is NULL'
+               WHEN 'NaN' = ANY (x.amounts)
+                   THEN '22023 the amount of line ' || array_position(x.amounts, 'NaN') || ' is NaN'
+               WHEN array_position(x.accounts, NULL) IS NOT NULL
+                   THEN '22004 the account of line ' || array_position(x.accounts, NULL) || ' is NULL'
+{{account_checks}}
+               WHEN (SELECT sum(v) FROM unnest(x.amounts) AS v) <> 0
+                   THEN '23514 unbalanced: debits '
+                        || (SELECT sum(greatest(v, 0)) FROM unnest(x.amounts) AS v)
+                        || ' <> credits '
+                        || (SELECT sum(greatest(-v, 0)) FROM unnest(x.amounts) AS v)
+           END AS problem
+    FROM (
+        SELECT {{key_text}} AS source_key,
+               ({{date}})::timestamptz AS effective_at,
+               ({{memo}})::text AS memo,
+               ({{currency}})::text AS currency,
+               ARRAY[{{accounts}}]::text[] AS accounts,
+               ARRAY[{{amounts}}]::numeric[] AS amounts
+        FROM {{relation}} AS r
+        WHERE ({{when}}) IS TRUE
+    ) AS x
+    WHERE NOT (x.amounts <@ ARRAY[0]::numeric[])
+) AS d

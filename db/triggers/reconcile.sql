@@ -1,0 +1,76 @@
+-- Template: reconcile the rows of one rule whose keys are {{keys}} with their desired
+-- posting ({{desired}}): post what is missing, reverse what is no longer desired, reverse
+-- and repost what differs (by fingerprint), and resolve recorded failures of those keys.
+-- A desired posting with a problem raises it (ledger.posting_problem) before any write.
+-- One statement: it all happens or nothing does.
+WITH d AS MATERIALIZED (
+{{desired}}
+), k AS MATERIALIZED (
+{{keys}}
+), c AS MATERIALIZED (
+    SELECT p.source_key, p.entry_id, p.fingerprint
+    FROM ledger.posting AS p
+    WHERE p.rule = {{rule}}
+      AND p.source_key IN (SELECT k.source_key FROM k)
+), x AS MATERIALIZED (
+    SELECT coalesce(d.source_key, c.source_key) AS source_key,
+           c.entry_id AS old_entry_id,
+           d.source_key IS NOT NULL AS post,
+           d.effective_at, d.memo, d.currency, d.accounts, d.amounts, d.fingerprint
+    FROM d
+    FULL JOIN c ON c.source_key = d.source_key
+    WHERE CASE WHEN d.problem IS NOT NULL THEN ledger.posting_problem(d.problem)
+               ELSE c.fingerprint IS DISTINCT FROM d.fingerprint END
+), rev AS (
+    INSERT INTO ledger.entry (rule, source_key, effective_at, memo, reverses)
+    SELECT e.rule, e.source_key, now(), 'Reversal of entry ' || e.id, e.id
+    FROM x
+    JOIN ledger.entry AS e ON e.id = x.old_entry_id
+    RETURNING id, reverses
+), rev_lines AS (
+    INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
+    SELECT rev.id, l.line_no, l.account, l.currency, l.credit, l.debit
+    FROM rev
+    JOIN ledger.line AS l ON l.entry_id = rev.reverses
+), new AS (
+    INSERT INTO ledger.entry (rule, source_key, effective_at, memo)
+    SELECT {{rule}}, x.source_key, x.effective_at, x.memo
+    FROM x
+    WHERE x.post
+    RETURNING id, source_key
+), new_lines AS (
+    INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
+    SELECT new.id, l.n, l.account, x.currency, greatest(l.amount, 0), greatest(-l.amount, 0)
+    FROM new
+    JOIN x ON x.source_key = new.source_key
+    CROSS JOIN LATERAL unnest(x.accounts, x.amounts) WITH ORDINALITY AS l (account, amount, n)
+    WHERE l.amount <> 0
+), unlinked AS (
+    DELETE FROM ledger.posting AS p
+    USING x
+    WHERE p.rule = {{rule}}
+      AND p.source_key = x.source_key
+      AND p.entry_id = x.old_entry_id
+      AND NOT x.post
+), relinked AS (
+    UPDATE ledger.posting AS p
+    SET entry_id = new.id, fingerprint = x.fingerprint
+    FROM new
+    JOIN x ON x.source_key = new.source_key
+    WHERE p.rule = {{rule}}
+      AND p.source_key = new.source_key
+      AND p.entry_id = x.old_entry_id
+), linked AS (
+    INSERT INTO ledger.posting (rule, source_key, entry_id, fingerprint)
+    SELECT {{rule}}, new.source_key, new.id, x.fingerprint
+    FROM new
+    JOIN x ON x.source_key = new.source_key
+    WHERE x.old_entry_id IS NULL
+), resolved AS (
+    UPDATE ledger.failure AS f
+    SET resolved_at = now()
+    WHERE f.rule = {{rule}}
+      AND f.resolved_at IS NULL
+      AND f.source_key IN (SELECT k.source_key FROM k)
+)
+SELECT count(*){{into}} FROM x

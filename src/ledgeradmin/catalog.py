@@ -1,0 +1,190 @@
+"""What PostgreSQL knows about a rule's source table, and install-time checks.
+
+``resolve`` finds the source table and its key; ``check_expressions`` runs every SQL
+expression of a rule against the table (LIMIT 0, nothing read) so that a typo, an unknown
+column or a wrongly typed expression fails at install with the rule and field named,
+not at the first sale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from .config import Rule
+from .errors import ConfigError
+
+# Session settings under which desired postings are computed, everywhere: the posting
+# functions pin the same ones, so keys, dates and fingerprints never depend on a client's
+# TimeZone or DateStyle.
+PINNED_SETTINGS = {
+    "search_path": "pg_catalog, pg_temp",
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A rule's source table as found in the catalog."""
+
+    oid: int
+    schema: str
+    table: str
+    relkind: str  # 'r' table, 'p' partitioned table
+    key: tuple[str, ...]
+
+    @property
+    def ident(self) -> str:
+        return sql.Identifier(self.schema, self.table).as_string(None)
+
+    @property
+    def label(self) -> str:
+        """The table's name as a DBA types it: quoted only where needed."""
+        parts = [n if _plain(n) else sql.Identifier(n).as_string(None) for n in (self.schema, self.table)]
+        return ".".join(parts)
+
+
+def _plain(name: str) -> bool:
+    return name.isidentifier() and name.isascii() and name == name.lower()
+
+
+def pin_settings(conn: psycopg.Connection) -> None:
+    """SET LOCAL the pinned settings in the current transaction."""
+    for name, value in PINNED_SETTINGS.items():
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
+
+
+def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
+    """Find the rule's source table and key columns; fail with the rule and field named."""
+    ctx = f'rule "{rule.name}"'
+    row = conn.execute(
+        """
+        SELECT c.oid, c.relkind
+        FROM pg_catalog.pg_class AS c
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s
+        """,
+        (rule.schema, rule.table),
+    ).fetchone()
+    if row is None:
+        raise ConfigError(f"{ctx}, field source: table {rule.source} does not exist")
+    oid, relkind = row
+    if relkind not in ("r", "p"):
+        raise ConfigError(f"{ctx}, field source: {rule.source} is not a table")
+    columns = dict(
+        conn.execute(
+            """
+            SELECT a.attname, a.attnotnull
+            FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+            """,
+            (oid,),
+        ).fetchall()
+    )
+    uniques = conn.execute(
+        """
+        SELECT i.indisprimary,
+               array_agg(a.attname::text ORDER BY k.ord)
+        FROM pg_catalog.pg_index AS i
+        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k (attnum, ord)
+        JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+        GROUP BY i.indexrelid, i.indisprimary
+        ORDER BY i.indisprimary DESC
+        """,
+        (oid,),
+    ).fetchall()
+    if rule.key is None:
+        primary = [cols for is_pk, cols in uniques if is_pk]
+        if not primary:
+            raise ConfigError(
+                f"{ctx}, field key: {rule.source} has no primary key",
+                hint="add a primary key, or name unique NOT NULL columns with key = [...]",
+            )
+        key = tuple(primary[0])
+    else:
+        key = rule.key
+        missing = [k for k in key if k not in columns]
+        if missing:
+            raise ConfigError(f"{ctx}, field key: column {', '.join(missing)} does not exist in {rule.source}")
+        if not any(set(cols) <= set(key) for _, cols in uniques):
+            raise ConfigError(
+                f"{ctx}, field key: ({', '.join(key)}) is not unique in {rule.source}",
+                hint="the key must cover a primary key or a unique index without predicate",
+            )
+    nullable = [k for k in key if not columns[k]]
+    if nullable:
+        raise ConfigError(f"{ctx}, field key: column {', '.join(nullable)} of {rule.source} allows NULL")
+    return Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key)
+
+
+# Type categories of pg_type.typcategory accepted for each kind of expression.
+_CATEGORIES = {
+    "when": ("B",),  # boolean
+    "date": ("D",),  # date/time
+    "amount": ("N",),  # numeric
+    "text": ("S",),  # string
+    "any": None,
+}
+_CATEGORY_NAMES = {"B": "boolean", "D": "a date or timestamp", "N": "numeric", "S": "text"}
+
+
+def expressions(rule: Rule) -> list[tuple[str, str, str]]:
+    """(field label, expression, kind) for every SQL expression of a rule."""
+    out = []
+    if rule.when:
+        out.append(("when", rule.when, "when"))
+    if rule.date:
+        out.append(("date", rule.date, "date"))
+    if rule.memo:
+        out.append(("memo", rule.memo, "any"))
+    out.append(("currency", rule.currency, "text"))
+    for i, line in enumerate(rule.lines, start=1):
+        out.append((f"lines[{i}].{line.side}", line.amount, "amount"))
+        if line.account_sql:
+            out.append((f"lines[{i}].account_sql", line.account_sql, "text"))
+    return out
+
+
+def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
+    """Plan every expression of the rule against its table; raise ConfigError naming the field.
+
+    Runs inside a savepoint with the pinned settings; reads no row (LIMIT 0). Each probe is
+    one prepared statement, so an expression cannot smuggle in a second statement.
+    """
+    ctx = f'rule "{rule.name}"'
+    for field, expr, kind in expressions(rule):
+        probe = f"SELECT ({expr}) AS value FROM {target.ident} AS r LIMIT 0"
+        oid = _probe(conn, probe, f"{ctx}, field {field}")
+        allowed = _CATEGORIES[kind]
+        if allowed is None:
+            continue
+        category = conn.execute("SELECT typcategory FROM pg_catalog.pg_type WHERE oid = %s", (oid,)).fetchone()
+        if category is None or category[0] not in allowed:
+            typname = conn.execute("SELECT pg_catalog.format_type(%s, NULL)", (oid,)).fetchone()[0]
+            raise ConfigError(
+                f"{ctx}, field {field}: {expr!r} is of type {typname}, expected {_CATEGORY_NAMES[allowed[0]]}"
+            )
+
+
+def check_query(conn: psycopg.Connection, query: str, ctx: str) -> None:
+    """Plan a compiled query (LIMIT 0 is the caller's business) and report failures as config errors."""
+    _probe(conn, query, ctx)
+
+
+def _probe(conn: psycopg.Connection, query: str, ctx: str) -> int:
+    try:
+        with conn.transaction():
+            pin_settings(conn)
+            cur = conn.cursor()
+            cur.execute(query, prepare=True)  # extended protocol: one statement only
+            assert cur.description is not None
+            return cur.description[0].type_code
+    except psycopg.Error as exc:
+        reason = exc.diag.message_primary or str(exc).strip()
+        raise ConfigError(f"{ctx}: {reason}", hint=exc.diag.message_hint) from None

@@ -1,0 +1,228 @@
+"""The ledgeradmin command line: thin Click wrappers over the core functions.
+
+Exit codes: 0 ok; 1 a check found problems; 2 usage, config or connection error.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import psycopg
+
+from . import __version__
+from .config import load_config
+from .connection import connect, redact, resolve_dsn
+from .errors import LedgerError
+from .output import emit_json, table
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+
+
+def dsn_option(f):
+    return click.option(
+        "--dsn",
+        metavar="CONNINFO",
+        help="libpq connection string or URI; default $LEDGERADMIN_DSN, then PG* variables / PGSERVICE / .pgpass.",
+    )(f)
+
+
+def config_option(f):
+    return click.option(
+        "--config",
+        "config_path",
+        metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="ledger.toml to use; default $LEDGERADMIN_CONFIG, then ./ledger.toml.",
+    )(f)
+
+
+def rule_option(f):
+    return click.option("--rule", "rules", multiple=True, metavar="NAME", help="Only this rule (repeatable).")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+def handle_errors(f):
+    """Turn LedgerError and database errors into `Error: …` (+ hint) on stderr, exit 2."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return f(*args, **kwargs)
+        except LedgerError as exc:
+            if ctx.find_root().params.get("show_traceback"):
+                traceback.print_exc()
+            click.echo(f"Error: {redact(exc.message, resolve_dsn(kwargs.get('dsn')))}", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+            ctx.exit(EXIT_ERROR)
+        except psycopg.Error as exc:
+            if ctx.find_root().params.get("show_traceback"):
+                traceback.print_exc()
+            message = exc.diag.message_primary or str(exc).strip()
+            click.echo(f"Error: database error: {redact(message, resolve_dsn(kwargs.get('dsn')))}", err=True)
+            if exc.diag.message_hint:
+                click.echo(f"Hint: {exc.diag.message_hint}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ledgeradmin")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show the full traceback of an error.")
+def main(show_traceback: bool) -> None:
+    """Accounting sync inside PostgreSQL: posting rules compiled into triggers.
+
+    \b
+    Example:
+      ledgeradmin --version
+      ledgeradmin migrate --dsn "dbname=shop"
+      ledgeradmin install --config ledger.toml --dsn "dbname=shop"
+    """
+
+
+@main.command()
+@dsn_option
+@click.option("--dry-run", is_flag=True, help="List the pending migrations; apply nothing.")
+@handle_errors
+def migrate(dsn: str | None, dry_run: bool) -> None:
+    """Create or upgrade the ledger schema (idempotent, under a lock).
+
+    \b
+    Example:
+      ledgeradmin migrate --dsn "host=db.internal dbname=shop user=ledger_owner"
+    """
+    from .migrate import migrate as run
+
+    applied = run(dsn, dry_run=dry_run)
+    verb = "would apply" if dry_run else "applied"
+    if applied:
+        for m in applied:
+            click.echo(f"{verb} {m}")
+    else:
+        click.echo("ledger schema is up to date")
+
+
+@main.command()
+@dsn_option
+@config_option
+@rule_option
+@click.option("--dry-run", is_flag=True, help="Run the whole install, then roll it back.")
+@handle_errors
+def install(dsn, config_path, rules, dry_run) -> None:
+    """Compile the rules into triggers and install them, in one transaction.
+
+    Idempotent: run it again after changing ledger.toml; triggers are replaced in place.
+
+    \b
+    Example:
+      ledgeradmin install --config ledger.toml
+      ledgeradmin install --rule sale --dry-run
+    """
+    from .install import install as run
+
+    config = load_config(config_path)
+    with connect(dsn) as conn:
+        result = run(conn, config, rules, dry_run=dry_run)
+    prefix = "dry run, rolled back: " if dry_run else ""
+    for label, names in (("installed", result.installed), ("updated", result.updated), ("unchanged", result.unchanged)):
+        for name in names:
+            click.echo(f"{prefix}{label} rule {name} ({config.rules[name].source})")
+
+
+@main.command()
+@dsn_option
+@rule_option
+@handle_errors
+def uninstall(dsn, rules) -> None:
+    """Remove the triggers and functions of installed rules; every journal row stays.
+
+    \b
+    Example:
+      ledgeradmin uninstall --rule manufacturing
+    """
+    from .install import uninstall as run
+
+    with connect(dsn) as conn:
+        removed = run(conn, rules)
+    for name in removed:
+        click.echo(f"uninstalled rule {name}")
+    if not removed:
+        click.echo("no rule installed")
+
+
+@main.command("sql")
+@dsn_option
+@config_option
+@rule_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one file per rule (plus the shared part) into this directory.")
+@handle_errors
+def sql_command(dsn, config_path, rules, out_dir) -> None:
+    """Print the SQL that `install` runs, for migration pipelines.
+
+    The database is read (never written) to resolve tables and keys and to check the rules.
+
+    \b
+    Example:
+      ledgeradmin sql > ledger_install.sql
+      ledgeradmin sql --out migrations/ledgeradmin/
+    """
+    from .install import script
+
+    config = load_config(config_path)
+    with connect(dsn) as conn:
+        with conn.transaction(force_rollback=True):
+            s = script(conn, config, rules)
+    if out_dir is None:
+        click.echo(s.text(), nl=False)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in s.files().items():
+        (out_dir / name).write_text(text, encoding="utf-8")
+        click.echo(str(out_dir / name))
+
+
+@main.command()
+@dsn_option
+@config_option
+@rule_option
+@json_option
+@handle_errors
+def status(dsn, config_path, rules, as_json) -> None:
+    """Per rule: source table, trigger installed / enabled / up to date, on_error.
+
+    Exits 1 when any rule is not ok.
+
+    \b
+    Example:
+      ledgeradmin status
+      ledgeradmin status --json
+    """
+    from .status import status as run
+
+    config = load_config(config_path)
+    with connect(dsn) as conn:
+        result = run(conn, config, rules)
+    if as_json:
+        emit_json({"rules": [r.as_dict() for r in result], "ok": all(r.ok for r in result)})
+    else:
+        rows = [
+            {"rule": r.rule, "source": r.source, "on_error": r.on_error, "trigger": r.state, "detail": r.detail}
+            for r in result
+        ]
+        click.echo(table(rows, ["rule", "source", "on_error", "trigger", "detail"]))
+    if not all(r.ok for r in result):
+        sys.exit(EXIT_PROBLEMS)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,217 @@
+"""Rule → SQL: fills the templates of db/triggers/ for one rule and its source table.
+
+The one piece every other module builds on is ``desired_sql``: the desired posting of the
+rows of any relation under a rule. The trigger function, backfill and verify all embed it,
+so they cannot disagree about what a row should post.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import textwrap
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from .catalog import Target
+from .config import Config, Rule
+from .resources import read_sql
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+AMOUNT_TYPE = "numeric(20, 4)"
+
+
+def template(name: str) -> str:
+    """A template of db/triggers/ without its leading comment block."""
+    lines = read_sql(f"triggers/{name}").splitlines()
+    while lines and (lines[0].startswith("--") or not lines[0].strip()):
+        lines.pop(0)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def fill(text: str, **values: str) -> str:
+    """Replace every {{name}}; a placeholder without a value is a bug, not a silent blank."""
+
+    def sub(m: re.Match) -> str:
+        return values[m.group(1)]
+
+    return _PLACEHOLDER.sub(sub, text)
+
+
+def literal(value: str) -> str:
+    return sql.Literal(value).as_string(None)
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a script at semicolons that end a line outside dollar quotes."""
+    statements, current, tag = [], [], None
+    for line in text.splitlines():
+        current.append(line)
+        for m in re.finditer(r"\$[A-Za-z_]*\$", line):
+            if tag is None:
+                tag = m.group(0)
+            elif m.group(0) == tag:
+                tag = None
+        if tag is None and line.rstrip().endswith(";"):
+            statement = "\n".join(current).strip()
+            statements.append(statement[:-1].rstrip())
+            current = []
+    rest = "\n".join(current).strip()
+    if rest:
+        statements.append(rest)
+    return [s for s in statements if s]
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    target: Target
+    function: str  # qualified, quoted name
+    trigger: str  # trigger name prefix
+    body: str  # the function body as stored in pg_proc.prosrc
+    statements: tuple[str, ...]  # install statements, registry row last
+    checksum: str
+
+
+def function_name(rule_name: str) -> str:
+    return sql.Identifier("ledger", f"post_{rule_name}").as_string(None)
+
+
+def trigger_prefix(rule_name: str) -> str:
+    return f"ledgeradmin_{rule_name}"
+
+
+def key_text(target: Target, alias: str = "r") -> str:
+    """The source key of a row as text: '42' for one column, '(1,x)' for several."""
+    cols = [f"{alias}.{sql.Identifier(k).as_string(None)}" for k in target.key]
+    if len(cols) == 1:
+        return f"({cols[0]})::text"
+    return f"ROW({', '.join(cols)})::text"
+
+
+def key_display(target: Target, value: str) -> str:
+    """SQL text expression rendering a key value (an SQL text expression) as (col)=(value)."""
+    names = ", ".join(target.key)
+    if len(target.key) == 1:
+        return f"{literal(f'({names})=(')} || {value} || ')'"
+    return f"{literal(f'({names})=')} || {value}"
+
+
+def desired_sql(rule: Rule, target: Target, relation: str) -> str:
+    """The desired posting of every row of ``relation`` (aliased r) under ``rule``."""
+    accounts, amounts, checks = [], [], []
+    for i, line in enumerate(rule.lines, start=1):
+        if line.account is not None:
+            accounts.append(literal(line.account))
+        else:
+            accounts.append(f"({line.account_sql})")
+            checks.append(
+                f"               WHEN NOT EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.accounts[{i}])\n"
+                f"                   THEN '23503 account ' || quote_literal(x.accounts[{i}]) || "
+                f"' of line {i} is not in ledger.account'"
+            )
+        value = f"({line.amount})::{AMOUNT_TYPE}"
+        amounts.append(value if line.side == "debit" else f"-({value})")
+    return fill(
+        template("desired.sql"),
+        relation=relation,
+        key_text=key_text(target),
+        date=rule.date or "now()",
+        memo=rule.memo or "NULL",
+        currency=rule.currency,
+        accounts=", ".join(accounts),
+        amounts=", ".join(amounts),
+        account_checks="\n".join(checks),
+        when=rule.when or "true",
+        fingerprint_date="extract(epoch FROM d.effective_at)" if rule.date else "NULL",
+    ).rstrip()
+
+
+def reconcile_sql(rule: Rule, target: Target, relation: str, keys: str, into: str = "") -> str:
+    """One statement reconciling the rows keyed by ``keys`` with their desired posting."""
+    return fill(
+        template("reconcile.sql"),
+        desired=textwrap.indent(desired_sql(rule, target, relation), "    "),
+        keys=textwrap.indent(keys, "    "),
+        rule=literal(rule.name),
+        into=into,
+    ).rstrip()
+
+
+def _keys_of(target: Target, relation: str) -> str:
+    return f"SELECT {key_text(target)} AS source_key FROM {relation} AS r"
+
+
+def compile_rule(rule: Rule, target: Target) -> CompiledRule:
+    """The install statements of one rule: its posting function, triggers and registry row."""
+    function = function_name(rule.name)
+    trigger = trigger_prefix(rule.name)
+    none = "(SELECT * FROM old_rows WHERE false)"
+    into = " INTO v_count"
+
+    def block(text: str, depth: int) -> str:
+        return textwrap.indent(text, " " * depth)
+
+    keys = lambda *rels: "\nUNION\n".join(_keys_of(target, r) for r in rels)  # noqa: E731
+    one_row = "(SELECT (v_row).*)"
+    fallback = fill(
+        template(f"fallback_{rule.on_error}.sql"),
+        key_text=key_text(target),
+        rule=literal(rule.name),
+        source_label=literal(target.label),
+        key_display=key_display(target, "v_key"),
+        reconcile_row=block(reconcile_sql(rule, target, one_row, "SELECT v_key AS source_key", into), 20),
+        reconcile_gone=block(reconcile_sql(rule, target, none, "SELECT v_key AS source_key", into), 20),
+    ).rstrip()
+    create = fill(
+        template("rule_function.sql"),
+        function=function,
+        rule=literal(rule.name),
+        source=target.ident,
+        source_label=literal(target.label),
+        on_error=rule.on_error,
+        reconcile_insert=block(reconcile_sql(rule, target, "new_rows", keys("new_rows"), into), 12),
+        reconcile_update=block(reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows"), into), 12),
+        reconcile_delete=block(reconcile_sql(rule, target, none, keys("old_rows"), into), 12),
+        fallback=fallback,
+    ).rstrip()
+    body = create.split("$ledgeradmin$", 2)[1]
+    triggers = split_statements(
+        fill(
+            template("rule_triggers.sql"),
+            function=function,
+            trigger=trigger,
+            source=target.ident,
+            rule=literal(rule.name),
+            source_label=literal(target.label),
+            on_error=literal(rule.on_error),
+            checksum="{{checksum}}",
+        )
+    )
+    checksum = hashlib.sha256("\n;\n".join([create, *triggers[:-1]]).encode()).hexdigest()[:16]
+    triggers[-1] = fill(triggers[-1], checksum=literal(checksum))
+    return CompiledRule(rule, target, function, trigger, body, (create, *triggers), checksum)
+
+
+def core_statements() -> list[str]:
+    """The shared functions every posting function calls (idempotent)."""
+    out: list[str] = []
+    for name in ("record_failure.sql", "posting_problem.sql"):
+        out += split_statements(template(name))
+    return out
+
+
+def accounts_statement(config: Config) -> list[str]:
+    if not config.accounts:
+        return []
+    values = ",\n       ".join(
+        f"({literal(a.code)}, {literal(a.name)}, {literal(a.type)})" for a in config.accounts.values()
+    )
+    return split_statements(fill(template("accounts_sync.sql"), values=values))
+
+
+def uninstall_statements(rule_name: str) -> list[str]:
+    return split_statements(
+        fill(template("rule_uninstall.sql"), function=function_name(rule_name), rule=literal(rule_name))
+    )

@@ -1,0 +1,136 @@
+"""install / uninstall / sql: the compiled rules, put into the database in one transaction.
+
+``script`` is the single source of the SQL: ``install`` executes exactly its statements and
+``ledgeradmin sql`` prints them, so a migration pipeline applying the printed SQL reaches
+the same installed state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+from . import catalog, compiler
+from .config import Config
+from .errors import ConfigError, LedgerError
+from .migrate import require_schema
+
+HEADER = "-- ledgeradmin install script. Apply in one transaction; re-applying is harmless."
+
+
+@dataclass
+class Script:
+    """The install SQL, in parts: shared (core functions, accounts) and one part per rule."""
+
+    shared: list[str]
+    rules: list[compiler.CompiledRule]
+
+    def statements(self) -> list[str]:
+        return [*self.shared, *(s for r in self.rules for s in r.statements)]
+
+    def text(self) -> str:
+        return render(HEADER, self.statements())
+
+    def files(self) -> dict[str, str]:
+        """One file per rule plus the shared part, named so that they sort in apply order."""
+        out = {"00_ledgeradmin_shared.sql": render(HEADER, self.shared)}
+        for i, r in enumerate(self.rules, start=1):
+            out[f"{i:02d}_rule_{r.rule.name}.sql"] = render(
+                f"-- ledgeradmin rule {r.rule.name} on {r.target.label} (checksum {r.checksum}).", list(r.statements)
+            )
+        return out
+
+
+def render(header: str, statements: list[str]) -> str:
+    return header + "\n\n" + "".join(f"{s};\n\n" for s in statements)
+
+
+def compile_rules(conn: psycopg.Connection, config: Config, names=None) -> list[compiler.CompiledRule]:
+    """Resolve, check and compile the selected rules; all problems reported at once."""
+    compiled, problems = [], []
+    for rule in config.select(names):
+        try:
+            target = catalog.resolve(conn, rule)
+            catalog.check_expressions(conn, rule, target)
+            c = compiler.compile_rule(rule, target)
+            catalog.check_query(
+                conn,
+                compiler.desired_sql(rule, target, f"(SELECT * FROM {target.ident} LIMIT 0)"),
+                f'rule "{rule.name}"',
+            )
+            compiled.append(c)
+        except ConfigError as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigError("\n".join(p.message for p in problems), hint=problems[0].hint)
+    return compiled
+
+
+def script(conn: psycopg.Connection, config: Config, names=None) -> Script:
+    """The install SQL of the selected rules (checked against the database of ``conn``)."""
+    rules = compile_rules(conn, config, names)
+    return Script(compiler.core_statements() + compiler.accounts_statement(config), rules)
+
+
+@dataclass
+class InstallResult:
+    installed: list[str] = field(default_factory=list)  # new rules
+    updated: list[str] = field(default_factory=list)  # checksum changed
+    unchanged: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def _installed_checksums(conn: psycopg.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT name, checksum FROM ledger.rule").fetchall())
+
+
+def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bool = False) -> InstallResult:
+    """Install the selected rules (all by default) in one transaction; idempotent.
+
+    Writers never see a moment without triggers: functions and triggers are replaced in
+    place (CREATE OR REPLACE) and become visible at commit. With ``dry_run`` everything is
+    executed and then rolled back.
+    """
+    require_schema(conn)
+    result = InstallResult(dry_run=dry_run)
+    try:
+        with conn.transaction(force_rollback=dry_run):
+            before = _installed_checksums(conn)
+            s = script(conn, config, names)
+            with conn.cursor() as cur:
+                for statement in s.statements():
+                    cur.execute(statement)
+            for r in s.rules:
+                name = r.rule.name
+                if name not in before:
+                    result.installed.append(name)
+                elif before[name] != r.checksum:
+                    result.updated.append(name)
+                else:
+                    result.unchanged.append(name)
+    except psycopg.Error as exc:
+        raise LedgerError(f"install failed, nothing was changed: {exc.diag.message_primary or exc}",
+                          hint=exc.diag.message_hint) from None
+    return result
+
+
+def uninstall(conn: psycopg.Connection, names=None) -> list[str]:
+    """Remove the posting functions and triggers of the named installed rules (all when
+    none are named). Every journal entry stays. Returns the rules removed."""
+    require_schema(conn)
+    with conn.transaction():
+        installed = [r[0] for r in conn.execute("SELECT name FROM ledger.rule ORDER BY name")]
+        if names:
+            unknown = [n for n in names if n not in installed]
+            if unknown:
+                raise LedgerError(f"rule {', '.join(unknown)} is not installed",
+                                  hint=f"installed: {', '.join(installed) or '(none)'}")
+            installed = [n for n in installed if n in names]
+        with conn.cursor() as cur:
+            for name in installed:
+                for statement in compiler.uninstall_statements(name):
+                    cur.execute(statement)
+    return installed

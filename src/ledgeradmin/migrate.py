@@ -1,0 +1,71 @@
+"""Creates and upgrades the ledger schema with the yoyo migrations of db/migrations/."""
+
+from __future__ import annotations
+
+import psycopg
+from yoyo import read_migrations
+from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
+from yoyo.connections import parse_uri
+
+from .connection import connect, redact, resolve_dsn
+from .errors import LedgerError
+from .resources import db_dir
+
+SCHEMA = "ledger"
+
+
+class _Backend(PostgresqlPsycopgBackend):
+    """yoyo's psycopg 3 backend, connecting with a libpq conninfo instead of a URL and
+    keeping its bookkeeping tables in the ledger schema."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        super().__init__(parse_uri("postgresql+psycopg:///ledger"), "_yoyo_migration")
+
+    def connect(self, dburi):  # noqa: ARG002 - the URL is a placeholder
+        self.schema = SCHEMA
+        return connect(self._conninfo)
+
+    def copy(self):
+        return self.__class__(self._conninfo)
+
+
+def migrations():
+    return read_migrations(str(db_dir() / "migrations"))
+
+
+def migrate(dsn: str | None = None, *, dry_run: bool = False) -> list[str]:
+    """Apply the pending migrations under yoyo's lock; idempotent. Returns their ids."""
+    conninfo = resolve_dsn(dsn)
+    with connect(conninfo) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS ledger")
+    try:
+        backend = _Backend(conninfo)
+        try:
+            backend.init_database()
+            with backend.lock():
+                pending = backend.to_apply(migrations())
+                if not dry_run:
+                    backend.apply_migrations(pending)
+                return [m.id for m in pending]
+        finally:
+            backend.connection.close()
+    except psycopg.Error as exc:
+        raise LedgerError(f"migration failed: {redact(str(exc).strip(), conninfo)}") from None
+
+
+def applied(conn: psycopg.Connection) -> list[str]:
+    """Ids of the migrations applied to the database of ``conn``."""
+    if conn.execute("SELECT to_regclass('ledger._yoyo_migration')").fetchone()[0] is None:
+        return []
+    return [r[0] for r in conn.execute("SELECT migration_id FROM ledger._yoyo_migration ORDER BY applied_at_utc")]
+
+
+def require_schema(conn: psycopg.Connection) -> None:
+    """Fail with a hint when the ledger schema is missing or behind the migrations."""
+    pending = {m.id for m in migrations()} - set(applied(conn))
+    if pending:
+        raise LedgerError(
+            f"the ledger schema is not up to date ({len(pending)} migration(s) pending)",
+            hint="run `ledgeradmin migrate` first",
+        )

@@ -1,0 +1,88 @@
+"""Per rule: is its trigger installed, enabled and up to date with the config?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import psycopg
+
+from . import catalog, compiler
+from .config import Config
+from .errors import ConfigError
+from .migrate import require_schema
+
+OK = "ok"
+EVENTS = ("insert", "update", "delete", "truncate")
+
+
+@dataclass
+class RuleStatus:
+    rule: str
+    source: str
+    on_error: str
+    installed: bool  # posting function and all four triggers exist
+    enabled: bool  # no trigger disabled (session_replication_role = replica skips them too)
+    up_to_date: bool  # installed SQL equals what the config compiles to today
+    state: str  # ok | MISSING | DISABLED | OUTDATED | NO SOURCE | NOT IN CONFIG
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == OK
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def status(conn: psycopg.Connection, config: Config, names=None) -> list[RuleStatus]:
+    """The status of the selected rules (all, plus installed rules missing from the config)."""
+    require_schema(conn)
+    registry = {
+        name: (source, checksum)
+        for name, source, checksum in conn.execute("SELECT name, source, checksum FROM ledger.rule")
+    }
+    out = []
+    for rule in config.select(names):
+        out.append(_rule_status(conn, rule, registry.get(rule.name)))
+    if not names:
+        for name in sorted(set(registry) - set(config.rules)):
+            out.append(
+                RuleStatus(name, registry[name][0], "?", True, True, False, "NOT IN CONFIG",
+                           "installed, but not in the config: `ledgeradmin uninstall --rule " + name + "`")
+            )
+    return out
+
+
+def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
+    base = dict(rule=rule.name, source=rule.source, on_error=rule.on_error)
+    try:
+        target = catalog.resolve(conn, rule)
+    except ConfigError as exc:
+        return RuleStatus(**base, installed=False, enabled=False, up_to_date=False, state="NO SOURCE",
+                          detail=exc.message)
+    compiled = compiler.compile_rule(rule, target)
+    prefix = compiler.trigger_prefix(rule.name)
+    triggers = dict(
+        conn.execute(
+            "SELECT tgname::text, tgenabled::text FROM pg_catalog.pg_trigger WHERE tgrelid = %s AND tgname::text = ANY(%s)",
+            (target.oid, [f"{prefix}_{e}" for e in EVENTS]),
+        ).fetchall()
+    )
+    row = conn.execute(
+        "SELECT p.prosrc FROM pg_catalog.pg_proc AS p WHERE p.oid = to_regprocedure(%s)",
+        (compiled.function + "()",),
+    ).fetchone()
+    installed = row is not None and len(triggers) == len(EVENTS)
+    disabled = sorted(name for name, enabled in triggers.items() if enabled == "D")
+    enabled = installed and not disabled
+    up_to_date = installed and registered is not None and registered[1] == compiled.checksum and row[0] == compiled.body
+    if not installed:
+        missing = [e for e in EVENTS if f"{prefix}_{e}" not in triggers]
+        state, detail = "MISSING", ("posting function missing" if row is None else f"trigger(s) missing: {', '.join(missing)}")
+    elif disabled:
+        state, detail = "DISABLED", f"disabled: {', '.join(disabled)}"
+    elif not up_to_date:
+        state, detail = "OUTDATED", "installed SQL differs from the config: run `ledgeradmin install`"
+    else:
+        state, detail = OK, ""
+    return RuleStatus(**base, installed=installed, enabled=enabled, up_to_date=up_to_date, state=state, detail=detail)
