@@ -25,6 +25,7 @@ CREATE TABLE ledger.entry (
     CONSTRAINT entry_reverses_once UNIQUE (reverses),
     CONSTRAINT entry_reverses_other CHECK (reverses <> id)
 );
+CREATE INDEX entry_effective_at_idx ON ledger.entry (effective_at);
 COMMENT ON TABLE ledger.entry IS 'Journal entries. Immutable. A live entry has reverses IS NULL and is reversed by no other entry.';
 
 -- line.entry_id -> entry.id and line.account -> account.code hold by construction: only
@@ -46,13 +47,16 @@ CREATE TABLE ledger.line (
 );
 COMMENT ON TABLE ledger.line IS 'Journal lines. Immutable. Exactly one of debit/credit is positive; per entry and currency debits equal credits.';
 
--- The live entry of each (rule, source key): at most one, by primary key.
+-- The live entry of each (rule, source key): at most one, by the unique constraint.
+-- key_num repeats the key of rules keyed by one integer column (NULL otherwise): an ordered
+-- bigint lets backfill and verify restrict the link side to a key range and join on it.
 CREATE TABLE ledger.posting (
     rule         text   NOT NULL,
+    key_num      bigint,
     source_key   text   NOT NULL,
     entry_id     bigint NOT NULL,
     fingerprint  text   NOT NULL,
-    CONSTRAINT posting_pkey PRIMARY KEY (rule, source_key),
+    CONSTRAINT posting_live_key UNIQUE NULLS NOT DISTINCT (rule, key_num, source_key),
     CONSTRAINT posting_entry_key UNIQUE (entry_id)
 );
 COMMENT ON TABLE ledger.posting IS 'Implementation: links each live entry to its source row, with the fingerprint of the posted lines.';

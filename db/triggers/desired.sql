@@ -31,6 +31,7 @@ FROM (
            END AS problem
     FROM (
         SELECT {{key_text}} AS source_key,
+               {{key_num}} AS key_num,
                ({{date}})::timestamptz AS effective_at,
                ({{memo}})::text AS memo,
                ({{currency}})::text AS currency,

@@ -2,18 +2,20 @@
 -- posting ({{desired}}): post what is missing, reverse what is no longer desired, reverse
 -- and repost what differs (by fingerprint), and resolve recorded failures of those keys.
 -- A desired posting with a problem raises it (ledger.posting_problem) before any write.
--- One statement: it all happens or nothing does.
+-- One statement: it all happens or nothing does. Backfill may cap the rows changed
+-- ({{limit_cte}}); the trigger changes all.
 WITH d AS MATERIALIZED (
 {{desired}}
 ), k AS MATERIALIZED (
 {{keys}}
 ), c AS MATERIALIZED (
-    SELECT p.source_key, p.entry_id, p.fingerprint
+    SELECT p.source_key, p.key_num, p.entry_id, p.fingerprint
     FROM ledger.posting AS p
     WHERE p.rule = {{rule}}
-      AND p.source_key IN (SELECT k.source_key FROM k)
-), x AS MATERIALIZED (
+      AND {{link_match}}
+), {{diff}} AS MATERIALIZED (
     SELECT coalesce(d.source_key, c.source_key) AS source_key,
+           coalesce(d.key_num, c.key_num) AS key_num,
            c.entry_id AS old_entry_id,
            d.source_key IS NOT NULL AS post,
            d.effective_at, d.memo, d.currency, d.accounts, d.amounts, d.fingerprint
@@ -21,7 +23,7 @@ WITH d AS MATERIALIZED (
     FULL JOIN c ON c.source_key = d.source_key
     WHERE CASE WHEN d.problem IS NOT NULL THEN ledger.posting_problem(d.problem)
                ELSE c.fingerprint IS DISTINCT FROM d.fingerprint END
-), rev AS (
+){{limit_cte}}, rev AS (
     INSERT INTO ledger.entry (rule, source_key, effective_at, memo, reverses)
     SELECT e.rule, e.source_key, now(), 'Reversal of entry ' || e.id, e.id
     FROM x
@@ -48,21 +50,17 @@ WITH d AS MATERIALIZED (
 ), unlinked AS (
     DELETE FROM ledger.posting AS p
     USING x
-    WHERE p.rule = {{rule}}
-      AND p.source_key = x.source_key
-      AND p.entry_id = x.old_entry_id
+    WHERE p.entry_id = x.old_entry_id
       AND NOT x.post
 ), relinked AS (
     UPDATE ledger.posting AS p
     SET entry_id = new.id, fingerprint = x.fingerprint
     FROM new
     JOIN x ON x.source_key = new.source_key
-    WHERE p.rule = {{rule}}
-      AND p.source_key = new.source_key
-      AND p.entry_id = x.old_entry_id
+    WHERE p.entry_id = x.old_entry_id
 ), linked AS (
-    INSERT INTO ledger.posting (rule, source_key, entry_id, fingerprint)
-    SELECT {{rule}}, new.source_key, new.id, x.fingerprint
+    INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
+    SELECT {{rule}}, x.key_num, new.source_key, new.id, x.fingerprint
     FROM new
     JOIN x ON x.source_key = new.source_key
     WHERE x.old_entry_id IS NULL
@@ -71,6 +69,6 @@ WITH d AS MATERIALIZED (
     SET resolved_at = now()
     WHERE f.rule = {{rule}}
       AND f.resolved_at IS NULL
-      AND f.source_key IN (SELECT k.source_key FROM k)
+      AND f.source_key IN (SELECT k.source_key FROM k){{unresolved}}
 )
-SELECT count(*){{into}} FROM x
+SELECT {{result}} FROM x

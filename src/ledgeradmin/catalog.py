@@ -37,6 +37,12 @@ class Target:
     table: str
     relkind: str  # 'r' table, 'p' partitioned table
     key: tuple[str, ...]
+    key_types: tuple[str, ...]  # format_type() of each key column
+
+    @property
+    def integer_key(self) -> bool:
+        """One key column of an integer type: postings carry it as key_num (ordered, bigint)."""
+        return len(self.key) == 1 and self.key_types[0] in ("smallint", "integer", "bigint")
 
     @property
     def ident(self) -> str:
@@ -76,16 +82,16 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
     oid, relkind = row
     if relkind not in ("r", "p"):
         raise ConfigError(f"{ctx}, field source: {rule.source} is not a table")
-    columns = dict(
-        conn.execute(
+    rows = conn.execute(
             """
-            SELECT a.attname, a.attnotnull
+            SELECT a.attname, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod)
             FROM pg_catalog.pg_attribute AS a
             WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
             """,
             (oid,),
         ).fetchall()
-    )
+    columns = {name: notnull for name, notnull, _ in rows}
+    types = {name: typ for name, _, typ in rows}
     uniques = conn.execute(
         """
         SELECT i.indisprimary,
@@ -120,7 +126,8 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
     nullable = [k for k in key if not columns[k]]
     if nullable:
         raise ConfigError(f"{ctx}, field key: column {', '.join(nullable)} of {rule.source} allows NULL")
-    return Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key)
+    return Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key,
+                  key_types=tuple(types[k] for k in key))
 
 
 # Type categories of pg_type.typcategory accepted for each kind of expression.

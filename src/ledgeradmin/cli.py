@@ -224,5 +224,93 @@ def status(dsn, config_path, rules, as_json) -> None:
         sys.exit(EXIT_PROBLEMS)
 
 
+@main.command()
+@dsn_option
+@config_option
+@rule_option
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE",
+              help="Only rows whose rule date is on or after DATE (and entries dated so).")
+@click.option("--detailed", is_flag=True, help="List the source keys behind each non-zero count.")
+@click.option("--max-keys", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Keys listed per count with --detailed.")
+@click.option("--prometheus", "prometheus_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write a node_exporter textfile (atomically).")
+@json_option
+@handle_errors
+def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, as_json) -> None:
+    """Is the ledger in sync with the source tables, and if not, where?
+
+    Reports per rule eligible / posted / missing / orphaned / drifted / failed rows and the
+    trigger state, and for the whole ledger unbalanced entries, duplicate live entries and
+    the trial balance. Read only, one snapshot; never blocks writers.
+    Exits 0 in sync, 1 problems found, 2 could not run.
+
+    \b
+    Example:
+      ledgeradmin verify
+      ledgeradmin verify --since 2026-11-01 --detailed --prometheus /var/lib/node_exporter/ledgeradmin.prom
+    """
+    from .metrics import write_textfile
+    from .verify import verify as run
+    from .verify_report import render_text
+
+    config = load_config(config_path)
+    with connect(dsn) as conn:
+        result = run(conn, config, rules, since=since.date() if since else None, detailed=detailed,
+                     max_keys=max_keys)
+    if prometheus_file:
+        write_textfile(result, prometheus_file)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        click.echo(render_text(result))
+    if not result.ok:
+        sys.exit(EXIT_PROBLEMS)
+
+
+@main.command()
+@dsn_option
+@config_option
+@rule_option
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Repair at most N rows in this run.")
+@click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Source rows per batch (one transaction each).")
+@click.option("--dry-run", is_flag=True, help="Report what would be repaired; change nothing.")
+@click.option("--detailed", is_flag=True, help="With --dry-run: list the keys that would change.")
+@click.option("--max-keys", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Keys listed per count with --detailed.")
+@json_option
+@handle_errors
+def backfill(dsn, config_path, rules, limit, batch_size, dry_run, detailed, max_keys, as_json) -> None:
+    """Post missing entries, reverse orphans, repost drift, retry deferred failures.
+
+    Safe beside live traffic and beside another backfill: each batch locks its rows
+    (skipping rows a writer holds), commits on its own, and a killed run resumes by
+    running it again. History keeps the dates of the rules' `date` expressions.
+    Exits 0 when everything tried is repaired, 1 when rows still fail, 2 could not run.
+
+    \b
+    Example:
+      ledgeradmin backfill --dry-run --detailed
+      ledgeradmin backfill --rule sale --limit 100
+    """
+    from .backfill import backfill as run
+    from .backfill_report import ProgressReporter, render_text
+
+    config = load_config(config_path)
+    reporter = None if dry_run or as_json and not sys.stderr.isatty() else ProgressReporter()
+    with connect(dsn) as conn:
+        result = run(conn, config, rules, limit=limit, batch_size=batch_size, dry_run=dry_run, detailed=detailed,
+                     max_keys=max_keys, progress=reporter)
+    if reporter:
+        reporter.close()
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        click.echo(render_text(result))
+    if not result.ok:
+        sys.exit(EXIT_PROBLEMS)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -23,8 +23,8 @@ AMOUNT_TYPE = "numeric(20, 4)"
 
 
 def template(name: str) -> str:
-    """A template of db/triggers/ without its leading comment block."""
-    lines = read_sql(f"triggers/{name}").splitlines()
+    """A template of db/ (``triggers/x.sql`` by default folder) without its leading comment block."""
+    lines = read_sql(name if "/" in name else f"triggers/{name}").splitlines()
     while lines and (lines[0].startswith("--") or not lines[0].strip()):
         lines.pop(0)
     return "\n".join(lines).rstrip() + "\n"
@@ -90,6 +90,31 @@ def key_text(target: Target, alias: str = "r") -> str:
     return f"ROW({', '.join(cols)})::text"
 
 
+def key_num(target: Target, alias: str = "r") -> str:
+    """The key as bigint for rules keyed by one integer column, else NULL."""
+    if target.integer_key:
+        return f"({alias}.{sql.Identifier(target.key[0]).as_string(None)})::bigint"
+    return "NULL::bigint"
+
+
+def keys_sql(target: Target, relation: str) -> str:
+    """(source_key, key_num) of every row of ``relation``."""
+    return f"SELECT {key_text(target)} AS source_key, {key_num(target)} AS key_num FROM {relation} AS r"
+
+
+def one_key_sql(target: Target, text_expr: str) -> str:
+    """(source_key, key_num) of one key given as an SQL text expression."""
+    num = f"({text_expr})::bigint" if target.integer_key else "NULL::bigint"
+    return f"SELECT {text_expr} AS source_key, {num} AS key_num"
+
+
+def link_match(target: Target) -> str:
+    """Condition on ledger.posting p selecting the links of the keys in CTE k (indexable)."""
+    if target.integer_key:
+        return "p.key_num IN (SELECT k.key_num FROM k)"
+    return "p.key_num IS NULL AND p.source_key IN (SELECT k.source_key FROM k)"
+
+
 def key_display(target: Target, value: str) -> str:
     """SQL text expression rendering a key value (an SQL text expression) as (col)=(value)."""
     names = ", ".join(target.key)
@@ -117,6 +142,7 @@ def desired_sql(rule: Rule, target: Target, relation: str) -> str:
         template("desired.sql"),
         relation=relation,
         key_text=key_text(target),
+        key_num=key_num(target),
         date=rule.date or "now()",
         memo=rule.memo or "NULL",
         currency=rule.currency,
@@ -128,19 +154,33 @@ def desired_sql(rule: Rule, target: Target, relation: str) -> str:
     ).rstrip()
 
 
-def reconcile_sql(rule: Rule, target: Target, relation: str, keys: str, into: str = "") -> str:
-    """One statement reconciling the rows keyed by ``keys`` with their desired posting."""
+TRIGGER_RESULT = "count(*) INTO v_count"
+COUNTS_RESULT = (
+    "count(*) FILTER (WHERE x.post AND x.old_entry_id IS NULL) AS posted, "
+    "count(*) FILTER (WHERE NOT x.post) AS reversed, "
+    "count(*) FILTER (WHERE x.post AND x.old_entry_id IS NOT NULL) AS reposted"
+)
+
+
+def reconcile_sql(
+    rule: Rule, target: Target, relation: str, keys: str, result: str = TRIGGER_RESULT, limit: int | None = None
+) -> str:
+    """One statement reconciling the rows keyed by ``keys`` (source_key, key_num) with their
+    desired posting; with ``limit``, at most that many keys are changed (in key order)."""
+    capped = limit is not None
     return fill(
         template("reconcile.sql"),
         desired=textwrap.indent(desired_sql(rule, target, relation), "    "),
         keys=textwrap.indent(keys, "    "),
         rule=literal(rule.name),
-        into=into,
+        link_match=link_match(target),
+        diff="x_all" if capped else "x",
+        limit_cte=(f", x AS MATERIALIZED (\n    SELECT * FROM x_all ORDER BY source_key LIMIT {int(limit)}\n)"
+                   if capped else ""),
+        unresolved=("\n      AND f.source_key NOT IN (SELECT source_key FROM x_all EXCEPT ALL SELECT source_key FROM x)"
+                    if capped else ""),
+        result=result,
     ).rstrip()
-
-
-def _keys_of(target: Target, relation: str) -> str:
-    return f"SELECT {key_text(target)} AS source_key FROM {relation} AS r"
 
 
 def compile_rule(rule: Rule, target: Target) -> CompiledRule:
@@ -148,12 +188,12 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     function = function_name(rule.name)
     trigger = trigger_prefix(rule.name)
     none = "(SELECT * FROM old_rows WHERE false)"
-    into = " INTO v_count"
 
     def block(text: str, depth: int) -> str:
         return textwrap.indent(text, " " * depth)
 
-    keys = lambda *rels: "\nUNION\n".join(_keys_of(target, r) for r in rels)  # noqa: E731
+    keys = lambda *rels: "\nUNION\n".join(keys_sql(target, r) for r in rels)  # noqa: E731
+    one_key = one_key_sql(target, "v_key")
     one_row = "(SELECT (v_row).*)"
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
@@ -161,8 +201,8 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         rule=literal(rule.name),
         source_label=literal(target.label),
         key_display=key_display(target, "v_key"),
-        reconcile_row=block(reconcile_sql(rule, target, one_row, "SELECT v_key AS source_key", into), 20),
-        reconcile_gone=block(reconcile_sql(rule, target, none, "SELECT v_key AS source_key", into), 20),
+        reconcile_row=block(reconcile_sql(rule, target, one_row, one_key), 20),
+        reconcile_gone=block(reconcile_sql(rule, target, none, one_key), 20),
     ).rstrip()
     create = fill(
         template("rule_function.sql"),
@@ -171,9 +211,9 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
-        reconcile_insert=block(reconcile_sql(rule, target, "new_rows", keys("new_rows"), into), 12),
-        reconcile_update=block(reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows"), into), 12),
-        reconcile_delete=block(reconcile_sql(rule, target, none, keys("old_rows"), into), 12),
+        reconcile_insert=block(reconcile_sql(rule, target, "new_rows", keys("new_rows")), 12),
+        reconcile_update=block(reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")), 12),
+        reconcile_delete=block(reconcile_sql(rule, target, none, keys("old_rows")), 12),
         fallback=fallback,
     ).rstrip()
     body = create.split("$ledgeradmin$", 2)[1]

@@ -1,0 +1,7 @@
+-- Unresolved failures of one rule whose source row no longer exists: nothing is left to
+-- post for them, and the reconcile of their keys marks them resolved.
+SELECT f.source_key, {{key_num}} AS key_num
+FROM ledger.failure AS f
+WHERE f.rule = {{rule}}
+  AND f.resolved_at IS NULL
+  AND NOT EXISTS (SELECT FROM {{source}} AS r WHERE {{row_match}})

@@ -1,0 +1,298 @@
+"""backfill: make the ledger match the source tables, through the same reconcile the
+trigger runs — posting what is missing, reversing orphans, reversing and reposting drift,
+retrying deferred failures.
+
+Per rule, batches in key order (keyset pagination); each batch locks its source rows
+(SKIP LOCKED: never waits for a writer), reconciles them and the live postings of rows
+that are gone within its key range in one set-based statement, and commits on its own.
+A batch that fails is bisected until the failing rows are isolated; those are recorded
+in ledger.failure and the run goes on. Killed at any moment, a re-run converges.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+
+from . import catalog, compiler
+from .compiler import fill, literal, template
+from .config import Config, Rule
+from .migrate import require_schema
+
+DEFAULT_BATCH_SIZE = 10_000
+
+
+@dataclass
+class RuleSummary:
+    rule: str
+    source: str
+    scanned: int = 0
+    posted: int = 0
+    reversed: int = 0
+    reposted: int = 0
+    failed: int = 0  # rows that still fail (recorded in ledger.failure)
+    failed_keys: list[str] = field(default_factory=list)
+    keys: dict[str, list[str]] = field(default_factory=dict)  # dry run with detailed
+
+    @property
+    def repaired(self) -> int:
+        return self.posted + self.reversed + self.reposted
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        if not d["keys"]:
+            d.pop("keys")
+        return d
+
+
+@dataclass
+class BackfillResult:
+    rules: list[RuleSummary]
+    dry_run: bool = False
+    limit_reached: bool = False
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(r.failed == 0 for r in self.rules)
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "limit_reached": self.limit_reached,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "rules": [r.as_dict() for r in self.rules],
+        }
+
+
+Progress = Callable[[RuleSummary, int], None]  # (summary so far, estimated rows of the table)
+
+
+class _Batch:
+    """The SQL of one rule's batch reconcile, with the batch's keys as array parameters."""
+
+    def __init__(self, rule: Rule, target: catalog.Target) -> None:
+        self.rule, self.target = rule, target
+        cols = [compiler.sql.Identifier(k).as_string(None) for k in target.key]
+        self.key_columns = ", ".join(f"r.{c}" for c in cols)
+        unnest = ", ".join(f"__ARRAY{i}__::{t}[]" for i, t in enumerate(target.key_types))
+        self.relation = (
+            f"(SELECT * FROM {target.ident} AS r WHERE ({self.key_columns}) IN (SELECT * FROM unnest({unnest})))"
+        )
+        self.none = f"(SELECT * FROM {target.ident} AS r WHERE false)"
+
+    def statement(self, with_rows: bool, limit: int | None) -> str:
+        keys = ["SELECT g.source_key, g.key_num FROM unnest(__GONE__::text[], __GONE_NUM__::bigint[]) AS g (source_key, key_num)"]
+        if with_rows:
+            keys.insert(0, compiler.keys_sql(self.target, self.relation))
+        text = compiler.reconcile_sql(
+            self.rule, self.target, self.relation if with_rows else self.none, "\nUNION ALL\n".join(keys),
+            result=compiler.COUNTS_RESULT, limit=limit,
+        )
+        text = text.replace("%", "%%")  # expressions may hold '%'; parameters are named below
+        for i in range(len(self.target.key)):
+            text = text.replace(f"__ARRAY{i}__", f"%(k{i})s")
+        return text.replace("__GONE__", "%(gone)s").replace("__GONE_NUM__", "%(gone_num)s")
+
+    def params(self, rows: list[tuple], gone: list[tuple[str, int | None]]) -> dict:
+        """Rows are (key columns…, source_key text) as fetched by the batch lock query."""
+        out: dict = {f"k{i}": [r[i] for r in rows] for i in range(len(self.target.key))}
+        out["gone"] = [g[0] for g in gone]
+        out["gone_num"] = [g[1] for g in gone]
+        return out
+
+
+def _row_match(target: catalog.Target, text_col: str) -> str:
+    """Condition matching source row r to the text key in ``text_col`` (indexable when it can be)."""
+    if target.integer_key:
+        return f"r.{compiler.sql.Identifier(target.key[0]).as_string(None)} = ({text_col})::bigint"
+    return f"{compiler.key_text(target)} = {text_col}"
+
+
+def backfill(
+    conn: psycopg.Connection,
+    config: Config,
+    names=None,
+    *,
+    limit: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    detailed: bool = False,
+    max_keys: int = 20,
+    progress: Progress | None = None,
+) -> BackfillResult:
+    """Repair the selected rules. Commits once per batch (``conn`` must be idle, autocommit).
+
+    ``dry_run`` changes nothing: it reports what verify finds, i.e. what would be repaired.
+    """
+    require_schema(conn)
+    started = time.monotonic()
+    if dry_run:
+        return _dry_run(conn, config, names, limit, detailed, max_keys, started)
+    budget = [limit]
+    summaries = []
+    for rule in config.select(names):
+        target = catalog.resolve(conn, rule)
+        summary = RuleSummary(rule.name, rule.source)
+        summaries.append(summary)
+        _backfill_rule(conn, rule, target, summary, budget, batch_size, progress)
+        if budget[0] == 0:
+            break
+    return BackfillResult(summaries, False, budget[0] == 0, time.monotonic() - started)
+
+
+def _estimate_rows(conn, target: catalog.Target) -> int:
+    row = conn.execute(
+        """
+        SELECT sum(greatest(c.reltuples, 0))::bigint
+        FROM pg_catalog.pg_class AS c
+        WHERE c.oid = %s OR c.oid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = %s)
+        """,
+        (target.oid, target.oid),
+    ).fetchone()
+    return int(row[0] or 0)
+
+
+def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size: int, progress) -> None:
+    batch = _Batch(rule, target)
+    estimate = _estimate_rows(conn, target)
+    width = len(target.key)
+    after, last = "", None
+    gone_sql = fill(
+        template("queries/backfill_gone.sql"),
+        rule=literal(rule.name),
+        source=target.ident,
+        row_match=_row_match(target, "p.source_key"),
+        range="__RANGE__",
+        limit=str(batch_size),
+    )
+    while budget[0] != 0:
+        with conn.transaction():
+            catalog.pin_settings(conn)
+            lock_sql = fill(
+                template("queries/backfill_lock_batch.sql"),
+                key_columns=batch.key_columns,
+                key_text=compiler.key_text(target),
+                source=target.ident,
+                after=after,
+                batch_size=str(batch_size),
+            )
+            rows = conn.execute(lock_sql, _after_params(last)).fetchall()
+            final = len(rows) < batch_size
+            gone: list[tuple] = []
+            if target.integer_key:
+                lo = "p.key_num > %(lo)s" if last is not None else "true"
+                hi = "" if final else " AND p.key_num <= %(hi)s"
+                gone = conn.execute(
+                    gone_sql.replace("__RANGE__", lo + hi),
+                    {"lo": last[0] if last else None, "hi": rows[-1][0] if rows else None},
+                ).fetchall()
+            _reconcile(conn, batch, rows, gone, summary, budget)
+        summary.scanned += len(rows)
+        if progress:
+            progress(summary, estimate)
+        if final:
+            break
+        last = rows[-1][:width]
+        cols = batch.key_columns
+        after = f"WHERE ({cols}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
+    if budget[0] != 0 and not target.integer_key:
+        _reverse_gone_by_text_key(conn, batch, gone_sql, summary, budget)
+    if budget[0] != 0:
+        _resolve_stale_failures(conn, batch, summary, budget)
+
+
+def _after_params(last: tuple | None) -> dict | None:
+    if last is None:
+        return None
+    return {f"a{i}": v for i, v in enumerate(last)}
+
+
+def _reverse_gone_by_text_key(conn, batch: _Batch, gone_sql: str, summary, budget) -> None:
+    """Rules without an integer key: orphans of deleted rows, found by one anti-join."""
+    last = ""
+    while budget[0] != 0:
+        with conn.transaction():
+            catalog.pin_settings(conn)
+            gone = conn.execute(gone_sql.replace("__RANGE__", "p.source_key > %(lo)s"), {"lo": last}).fetchall()
+            if not gone:
+                return
+            _reconcile(conn, batch, [], gone, summary, budget)
+            last = gone[-1][0]
+
+
+def _resolve_stale_failures(conn, batch: _Batch, summary, budget) -> None:
+    query = fill(
+        template("queries/backfill_stale_failures.sql"),
+        rule=literal(batch.rule.name),
+        source=batch.target.ident,
+        row_match=_row_match(batch.target, "f.source_key"),
+        key_num="f.source_key::bigint" if batch.target.integer_key else "NULL::bigint",
+    )
+    with conn.transaction():
+        catalog.pin_settings(conn)
+        stale = conn.execute(query).fetchall()
+        if stale:
+            _reconcile(conn, batch, [], stale, summary, budget)
+
+
+def _reconcile(conn, batch: _Batch, rows: list[tuple], gone: list[tuple], summary: RuleSummary, budget) -> None:
+    """Reconcile rows + gone keys in one statement; on failure bisect to isolate bad rows."""
+    if not rows and not gone:
+        return
+    try:
+        with conn.transaction():
+            posted, reversed_, reposted = conn.execute(
+                batch.statement(bool(rows), budget[0]), batch.params(rows, gone)
+            ).fetchone()
+    except psycopg.Error as exc:
+        if gone:  # reversals of gone rows do not depend on row data: do them on their own
+            _reconcile(conn, batch, [], gone, summary, budget)
+        if len(rows) > 1:
+            mid = len(rows) // 2
+            _reconcile(conn, batch, rows[:mid], [], summary, budget)
+            _reconcile(conn, batch, rows[mid:], [], summary, budget)
+        elif rows:
+            _record_failure(conn, batch, rows[0], exc, summary)
+        return
+    summary.posted += posted
+    summary.reversed += reversed_
+    summary.reposted += reposted
+    if budget[0] is not None:
+        budget[0] = max(0, budget[0] - posted - reversed_ - reposted)
+
+
+def _record_failure(conn, batch: _Batch, row: tuple, exc: psycopg.Error, summary: RuleSummary) -> None:
+    key = row[-1]
+    diag = exc.diag
+    conn.execute(
+        "SELECT ledger.record_failure(%s, %s, %s, %s, %s, %s)",
+        (batch.rule.name, key, diag.sqlstate or "XX000", diag.message_primary or str(exc), diag.message_detail,
+         diag.message_hint),
+    )
+    summary.failed += 1
+    if len(summary.failed_keys) < 100:
+        summary.failed_keys.append(key)
+
+
+def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, started: float) -> BackfillResult:
+    from .verify import verify
+
+    result = verify(conn, config, names, detailed=detailed, max_keys=max_keys)
+    summaries = []
+    remaining = limit
+    for r in result.rules:
+        s = RuleSummary(r.rule, r.source, scanned=r.eligible or 0)
+        for attr, count in (("posted", r.missing), ("reversed", r.orphaned), ("reposted", r.drifted)):
+            n = count or 0
+            if remaining is not None:
+                n, remaining = min(n, remaining), remaining - min(n, remaining)
+            setattr(s, attr, n)
+        if detailed:
+            s.keys = {k: v for k, v in r.keys.items()}
+        summaries.append(s)
+    return BackfillResult(summaries, True, remaining == 0, time.monotonic() - started)
