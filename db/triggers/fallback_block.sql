@@ -4,9 +4,8 @@
         v_key := NULL;
         BEGIN
             IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                FOR v_rec IN SELECT {{key_text}} AS source_key, r AS row FROM new_rows AS r LOOP
-                    v_key := v_rec.source_key;
-                    v_row := v_rec.row;
+                FOR v_row IN SELECT {{columns}} FROM new_rows AS r LOOP
+                    v_key := {{row_key_text}};
 {{reconcile_row}};
                 END LOOP;
             END IF;

@@ -2,9 +2,8 @@
 -- one by one, each in its own subtransaction: the good rows post, each bad row is recorded
 -- in ledger.failure for `ledgeradmin backfill`, and the write commits.
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            FOR v_rec IN SELECT {{key_text}} AS source_key, r AS row FROM new_rows AS r LOOP
-                v_key := v_rec.source_key;
-                v_row := v_rec.row;
+            FOR v_row IN SELECT {{columns}} FROM new_rows AS r LOOP
+                v_key := {{row_key_text}};
                 BEGIN
 {{reconcile_row}};
                 EXCEPTION WHEN OTHERS THEN

@@ -39,6 +39,7 @@ WITH d AS MATERIALIZED (
     SELECT {{rule}}, x.source_key, x.effective_at, x.memo
     FROM x
     WHERE x.post
+      AND (SELECT count(*) FROM rev) >= 0  -- reversals first: they get the lower entry ids
     RETURNING id, source_key
 ), new_lines AS (
     INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)

@@ -38,6 +38,8 @@ class Target:
     relkind: str  # 'r' table, 'p' partitioned table
     key: tuple[str, ...]
     key_types: tuple[str, ...]  # format_type() of each key column
+    columns: tuple[str, ...] = ()  # every column, in the table's order
+    partitions: tuple[str, ...] = ()  # quoted names of all partitions, at any depth
 
     @property
     def integer_key(self) -> bool:
@@ -87,6 +89,7 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
             SELECT a.attname, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod)
             FROM pg_catalog.pg_attribute AS a
             WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attnum
             """,
             (oid,),
         ).fetchall()
@@ -126,8 +129,22 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
     nullable = [k for k in key if not columns[k]]
     if nullable:
         raise ConfigError(f"{ctx}, field key: column {', '.join(nullable)} of {rule.source} allows NULL")
+    partitions = [
+        sql.Identifier(nsp, rel).as_string(None)
+        for nsp, rel in conn.execute(
+            """
+            SELECT n.nspname, c.relname
+            FROM pg_catalog.pg_partition_tree(%s) AS t
+            JOIN pg_catalog.pg_class AS c ON c.oid = t.relid
+            JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+            WHERE t.relid <> %s
+            ORDER BY t.level, n.nspname, c.relname
+            """,
+            (oid, oid),
+        )
+    ] if relkind == "p" else []
     return Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key,
-                  key_types=tuple(types[k] for k in key))
+                  key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
 
 
 # Type categories of pg_type.typcategory accepted for each kind of expression.
@@ -161,8 +178,8 @@ def expressions(rule: Rule) -> list[tuple[str, str, str]]:
 def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
     """Plan every expression of the rule against its table; raise ConfigError naming the field.
 
-    Runs inside a savepoint with the pinned settings; reads no row (LIMIT 0). Each probe is
-    one prepared statement, so an expression cannot smuggle in a second statement.
+    Runs inside a savepoint with the pinned settings; reads no row (LIMIT 0). Each probe uses
+    the extended query protocol, so an expression cannot smuggle in a second statement.
     """
     ctx = f'rule "{rule.name}"'
     for field, expr, kind in expressions(rule):
@@ -189,7 +206,10 @@ def _probe(conn: psycopg.Connection, query: str, ctx: str) -> int:
         with conn.transaction():
             pin_settings(conn)
             cur = conn.cursor()
-            cur.execute(query, prepare=True)  # extended protocol: one statement only
+            # Binary results force the extended query protocol: one statement, never two.
+            # (Not prepare=True: a statement cached on the caller's connection would outlive
+            # a later change of the table.)
+            cur.execute(query, binary=True)
             assert cur.description is not None
             return cur.description[0].type_code
     except psycopg.Error as exc:

@@ -17,7 +17,7 @@ from . import __version__
 from .config import load_config
 from .connection import connect, redact, resolve_dsn
 from .errors import LedgerError
-from .output import emit_json, table
+from .output import emit_json, emit_rows, format_option, table
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -310,6 +310,84 @@ def backfill(dsn, config_path, rules, limit, batch_size, dry_run, detailed, max_
         click.echo(render_text(result))
     if not result.ok:
         sys.exit(EXIT_PROBLEMS)
+
+
+@main.group()
+def report() -> None:
+    """Reports on the journal: trial balance, account ledger."""
+
+
+@report.command("trial-balance")
+@dsn_option
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE",
+              help="Entries effective up to and including DATE (UTC); default: all.")
+@format_option
+@handle_errors
+def trial_balance(dsn, as_of, fmt) -> None:
+    """Per account: debits, credits, balance; per currency the totals net to 0.
+
+    \b
+    Example:
+      ledgeradmin report trial-balance --as-of 2026-12-31
+      ledgeradmin report trial-balance --csv > tb.csv
+    """
+    from .report import trial_balance as run
+
+    with connect(dsn) as conn:
+        rows = run(conn, as_of.date() if as_of else None)
+    totals: dict[str, dict] = {}
+    for r in rows:
+        t = totals.setdefault(r["currency"], {"account": "TOTAL", "name": "", "type": "", "currency": r["currency"],
+                                              "debit": 0, "credit": 0, "balance": 0})
+        for k in ("debit", "credit", "balance"):
+            t[k] += r[k]
+    columns = ["account", "name", "type", "currency", "debit", "credit", "balance"]
+    emit_rows([*rows, *totals.values()] if fmt == "table" else rows, columns, fmt, right=columns[4:])
+
+
+@report.command("account")
+@dsn_option
+@click.argument("code")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE", help="First day (UTC).")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE", help="Last day (UTC).")
+@format_option
+@handle_errors
+def account_report(dsn, code, date_from, date_to, fmt) -> None:
+    """An account's entries with running balance, each traceable to its source row.
+
+    \b
+    Example:
+      ledgeradmin report account 1100 --from 2026-11-01 --to 2026-11-30
+    """
+    from .report import account_ledger
+
+    columns = ["effective_at", "entry", "rule", "source_key", "reverses", "memo", "currency", "debit", "credit",
+               "balance"]
+    with connect(dsn) as conn:
+        rows = list(account_ledger(conn, code, date_from.date() if date_from else None,
+                                   date_to.date() if date_to else None))
+    emit_rows(rows, columns, fmt, right=columns[7:])
+
+
+@main.command()
+@click.option("--dsn", metavar="CONNINFO", help="Use this (empty) database instead of a throwaway local server.")
+@click.option("--keep", is_flag=True, help="Leave the throwaway server running and print its DSN.")
+@handle_errors
+def demo(dsn, keep) -> None:
+    """Show the whole product on a throwaway PostgreSQL: a business day, an outage, a repair.
+
+    Starts a local server (as an unprivileged user when run as root), loads examples/shop,
+    migrates, installs the rules, writes through a real client, and shows status, verify,
+    backfill and the trial balance.
+
+    \b
+    Example:
+      ledgeradmin demo
+      ledgeradmin demo --keep
+    """
+    from .demo import run
+
+    run(dsn=dsn, keep=keep, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

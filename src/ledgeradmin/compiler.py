@@ -195,9 +195,12 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     keys = lambda *rels: "\nUNION\n".join(keys_sql(target, r) for r in rels)  # noqa: E731
     one_key = one_key_sql(target, "v_key")
     one_row = "(SELECT (v_row).*)"
+    columns = ", ".join(f"r.{sql.Identifier(c).as_string(None)}" for c in target.columns)
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
         key_text=key_text(target),
+        row_key_text=key_text(target, "v_row"),
+        columns=columns,
         rule=literal(rule.name),
         source_label=literal(target.label),
         key_display=key_display(target, "v_key"),
@@ -217,20 +220,22 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         fallback=fallback,
     ).rstrip()
     body = create.split("$ledgeradmin$", 2)[1]
-    triggers = split_statements(
+    triggers = []
+    for relation in (target.ident, *target.partitions):
+        triggers += split_statements(
+            fill(template("rule_triggers.sql"), function=function, trigger=trigger, source=relation)
+        )
+    checksum = hashlib.sha256("\n;\n".join([create, *triggers]).encode()).hexdigest()[:16]
+    triggers += split_statements(
         fill(
-            template("rule_triggers.sql"),
+            template("rule_register.sql"),
             function=function,
-            trigger=trigger,
-            source=target.ident,
             rule=literal(rule.name),
             source_label=literal(target.label),
             on_error=literal(rule.on_error),
-            checksum="{{checksum}}",
+            checksum=literal(checksum),
         )
     )
-    checksum = hashlib.sha256("\n;\n".join([create, *triggers[:-1]]).encode()).hexdigest()[:16]
-    triggers[-1] = fill(triggers[-1], checksum=literal(checksum))
     return CompiledRule(rule, target, function, trigger, body, (create, *triggers), checksum)
 
 

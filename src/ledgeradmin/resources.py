@@ -20,3 +20,11 @@ def db_dir() -> Path:
 def read_sql(relative: str) -> str:
     """Text of the SQL file at `relative` (e.g. 'triggers/post_entry.sql') under db_dir()."""
     return (db_dir() / relative).read_text(encoding="utf-8")
+
+
+def examples_dir() -> Path:
+    """The folder of runnable examples (`shop/` …), installed or in the checkout."""
+    installed = _PACKAGE_DIR / "examples"
+    if installed.is_dir():
+        return installed
+    return _PACKAGE_DIR.parents[1] / "examples"

@@ -1,0 +1,47 @@
+"""Reports accountants expect: the trial balance and an account's ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .compiler import fill, literal, template
+from .errors import LedgerError
+
+
+def _day_after(day: dt.date | None) -> str:
+    if day is None:
+        return "'infinity'::timestamptz"
+    return f"({literal(day.isoformat())}::date + 1)::timestamptz"
+
+
+def trial_balance(conn: psycopg.Connection, as_of: dt.date | None = None) -> list[dict]:
+    """Per account and currency: debit, credit, balance of entries effective up to ``as_of``
+    (inclusive, UTC). The totals per currency must net to zero."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SET LOCAL TimeZone = 'UTC'")
+        cur.execute(fill(template("queries/report_trial_balance.sql"), before=_day_after(as_of)))
+        return cur.fetchall()
+
+
+def account_ledger(
+    conn: psycopg.Connection, account: str, date_from: dt.date | None = None, date_to: dt.date | None = None
+) -> Iterator[dict]:
+    """An account's lines with a running balance, streamed (server-side cursor)."""
+    if conn.execute("SELECT 1 FROM ledger.account WHERE code = %s", (account,)).fetchone() is None:
+        raise LedgerError(f"unknown account {account!r}", hint="accounts are listed in ledger.account")
+    with conn.transaction():
+        conn.execute("SET LOCAL TimeZone = 'UTC'")
+        with conn.cursor(name="ledgeradmin_account", row_factory=dict_row) as cur:
+            cur.execute(
+                template("queries/report_account.sql"),
+                {
+                    "account": account,
+                    "from": date_from or dt.date.min.replace(year=1),
+                    "to": (date_to + dt.timedelta(days=1)) if date_to else dt.date.max,
+                },
+            )
+            yield from cur

@@ -1,0 +1,739 @@
+"""Posting triggers: invariants, atomicity, statement shapes and updates of the shop rules.
+
+Every expectation is computed here, from the source tables, by our own SQL — never by
+ledgeradmin's functions. "Live" is judged from ledger.entry alone: an entry with
+reverses IS NULL that no other entry reverses.
+"""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from ledgeradmin.config import parse_config
+from ledgeradmin.install import install
+
+# --------------------------------------------------------------------------- helpers
+
+LIVE_ENTRIES = """
+    SELECT e.* FROM ledger.entry AS e
+    WHERE e.reverses IS NULL
+      AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
+"""
+
+#: The sale rule written out independently: (source_key, account, currency, signed amount)
+#: for every completed sale, debit positive, zero amounts left out.
+EXPECTED_SALE_LINES = """
+    SELECT source_key, account, currency, amount FROM (
+        SELECT s.id::text AS source_key,
+               CASE s.payment_method WHEN 'cash' THEN '1000' WHEN 'card' THEN '1050' ELSE '1100' END
+                   AS account,
+               s.currency::text AS currency, s.total::numeric AS amount
+        FROM public.sales AS s WHERE s.status = 'completed'
+        UNION ALL
+        SELECT s.id::text, '4000', s.currency::text, -(s.total - s.tax)
+        FROM public.sales AS s WHERE s.status = 'completed'
+        UNION ALL
+        SELECT s.id::text, '2200', s.currency::text, -s.tax
+        FROM public.sales AS s WHERE s.status = 'completed'
+    ) AS x
+    WHERE amount <> 0
+"""
+
+
+def live_lines(conn: psycopg.Connection, rule: str) -> list[tuple]:
+    """Sorted (source_key, account, currency, debit - credit) of the live entries of a rule."""
+    rows = conn.execute(
+        f"""
+        SELECT e.source_key, l.account, l.currency, l.debit - l.credit
+        FROM ({LIVE_ENTRIES}) AS e JOIN ledger.line AS l ON l.entry_id = e.id
+        WHERE e.rule = %s
+        """,
+        (rule,),
+    ).fetchall()
+    return sorted(rows)
+
+
+def expected_lines(conn: psycopg.Connection, query: str) -> list[tuple]:
+    return sorted(conn.execute(query).fetchall())
+
+
+def live_totals(conn: psycopg.Connection, rule: str) -> dict[tuple[str, str], Decimal]:
+    """{(account, currency): sum(debit - credit)} over the live entries of a rule, zeros left out."""
+    rows = conn.execute(
+        f"""
+        SELECT l.account, l.currency, sum(l.debit - l.credit)
+        FROM ({LIVE_ENTRIES}) AS e JOIN ledger.line AS l ON l.entry_id = e.id
+        WHERE e.rule = %s
+        GROUP BY 1, 2 HAVING sum(l.debit - l.credit) <> 0
+        """,
+        (rule,),
+    ).fetchall()
+    return {(a, c): v for a, c, v in rows}
+
+
+def expected_sale_totals(conn: psycopg.Connection) -> dict[tuple[str, str], Decimal]:
+    rows = conn.execute(
+        f"SELECT account, currency, sum(amount) FROM ({EXPECTED_SALE_LINES}) AS x "
+        "GROUP BY 1, 2 HAVING sum(amount) <> 0"
+    ).fetchall()
+    return {(a, c): v for a, c, v in rows}
+
+
+def assert_sales_ledger_matches(conn: psycopg.Connection) -> None:
+    """The live sale entries are exactly what the sales table says, per row and in total."""
+    assert live_totals(conn, "sale") == expected_sale_totals(conn)
+    assert live_lines(conn, "sale") == expected_lines(conn, EXPECTED_SALE_LINES)
+    dates = conn.execute(
+        f"""
+        SELECT count(*) FROM ({LIVE_ENTRIES}) AS e
+        JOIN public.sales AS s ON s.id::text = e.source_key
+        WHERE e.rule = 'sale' AND e.effective_at IS DISTINCT FROM s.sold_at
+        """
+    ).fetchone()[0]
+    assert dates == 0, "a live sale entry is not dated at its sale's sold_at"
+
+
+def assert_ledger_invariants(conn: psycopg.Connection) -> None:
+    """Invariants 1-3 of DESIGN.md, checked over the whole journal."""
+    unbalanced = conn.execute(
+        "SELECT entry_id, currency, sum(debit), sum(credit) FROM ledger.line "
+        "GROUP BY entry_id, currency HAVING sum(debit) <> sum(credit)"
+    ).fetchall()
+    assert unbalanced == []
+    bad_lines = conn.execute(
+        "SELECT * FROM ledger.line WHERE NOT (debit >= 0 AND credit >= 0 AND (debit = 0) <> (credit = 0))"
+    ).fetchall()
+    assert bad_lines == []
+    empty = conn.execute(
+        "SELECT e.id FROM ledger.entry AS e WHERE NOT EXISTS (SELECT FROM ledger.line AS l WHERE l.entry_id = e.id)"
+    ).fetchall()
+    assert empty == []
+    duplicates = conn.execute(
+        f"SELECT rule, source_key, count(*) FROM ({LIVE_ENTRIES}) AS e GROUP BY 1, 2 HAVING count(*) > 1"
+    ).fetchall()
+    assert duplicates == []
+    # A reversal belongs to its original's (rule, key) and carries its lines swapped.
+    foreign = conn.execute(
+        "SELECT r.id FROM ledger.entry AS r JOIN ledger.entry AS o ON o.id = r.reverses "
+        "WHERE (r.rule, r.source_key) <> (o.rule, o.source_key) OR o.reverses IS NOT NULL"
+    ).fetchall()
+    assert foreign == []
+    not_swapped = conn.execute(
+        """
+        SELECT r.id FROM ledger.entry AS r
+        WHERE r.reverses IS NOT NULL AND (
+            (SELECT array_agg((account, currency, debit, credit)::text ORDER BY account, currency, debit, credit)
+             FROM ledger.line WHERE entry_id = r.id)
+            IS DISTINCT FROM
+            (SELECT array_agg((account, currency, credit, debit)::text ORDER BY account, currency, credit, debit)
+             FROM ledger.line WHERE entry_id = r.reverses))
+        """
+    ).fetchall()
+    assert not_swapped == []
+
+
+def entries_of(conn: psycopg.Connection, rule: str, key: str) -> list[tuple]:
+    """(id, reverses, effective_at) of every entry of (rule, key), oldest first."""
+    return conn.execute(
+        "SELECT id, reverses, effective_at FROM ledger.entry WHERE rule = %s AND source_key = %s ORDER BY id",
+        (rule, key),
+    ).fetchall()
+
+
+def live_entry_ids(conn: psycopg.Connection, rule: str, key: str) -> list[int]:
+    return [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM ({LIVE_ENTRIES}) AS e WHERE rule = %s AND source_key = %s", (rule, key)
+        )
+    ]
+
+
+def lines_of(conn: psycopg.Connection, entry_id: int) -> list[tuple]:
+    """Sorted (account, currency, debit, credit) of one entry."""
+    return sorted(
+        conn.execute(
+            "SELECT account, currency, debit, credit FROM ledger.line WHERE entry_id = %s", (entry_id,)
+        ).fetchall()
+    )
+
+
+def count(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def add_sale(conn: psycopg.Connection, id: int, total: str, tax: str = "0", **cols: str) -> None:
+    values = {"id": id, "customer": f"customer {id}", "total": total, "tax": tax, **cols}
+    names = ", ".join(values)
+    marks = ", ".join(["%s"] * len(values))
+    conn.execute(f"INSERT INTO public.sales ({names}) VALUES ({marks})", list(values.values()))
+
+
+ACCOUNTS = {
+    "1100": {"name": "Accounts Receivable", "type": "asset"},
+    "4000": {"name": "Sales Revenue", "type": "income"},
+}
+
+
+def install_custom_rule(conn: psycopg.Connection, table_ddl: str, **rule: object) -> None:
+    """Create a test table and install one rule "custom" on it (accounts 1100 and 4000)."""
+    conn.execute(table_ddl)
+    spec = {"source": "public.custom_src", **rule}
+    install(conn, parse_config({"accounts": ACCOUNTS, "rules": {"custom": spec}}))
+
+
+def assert_names_row(exc: psycopg.Error, rule: str, table: str, key: str, reason: str, sqlstate: str) -> None:
+    """The error of a blocked write names the rule, the source row and the reason."""
+    diag = exc.diag
+    assert diag.sqlstate == sqlstate, diag.message_primary
+    prefix = f"ledgeradmin rule {rule} cannot post {table} row {key}: "
+    assert diag.message_primary.startswith(prefix), diag.message_primary
+    assert reason in diag.message_primary[len(prefix):], diag.message_primary
+    assert diag.message_detail.startswith(f"rule {rule}, table {table}, key {key}"), diag.message_detail
+
+
+# --------------------------------------------------------------------------- 1. invariants
+
+
+def test_sale_entry_balances_and_dates_at_sold_at(shop):
+    add_sale(shop, 1, "110.00", "10.00", sold_at="2024-03-01 12:00+00", payment_method="card")
+    (entry_id,) = live_entry_ids(shop, "sale", "1")
+    assert lines_of(shop, entry_id) == [
+        ("1050", "USD", Decimal("110.0000"), Decimal("0.0000")),
+        ("2200", "USD", Decimal("0.0000"), Decimal("10.0000")),
+        ("4000", "USD", Decimal("0.0000"), Decimal("100.0000")),
+    ]
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+
+
+def test_every_entry_balances_per_currency_with_one_side_per_line(shop):
+    shop.execute(
+        """
+        INSERT INTO public.sales (customer, currency, payment_method, total, tax)
+        SELECT 'c' || g, (ARRAY['USD', 'EUR', 'JPY'])[1 + g % 3],
+               (ARRAY['cash', 'card', 'invoice'])[1 + g / 3 % 3], (g * 7.31)::numeric(14, 2),
+               (g % 4 * 1.05)::numeric(14, 2)
+        FROM generate_series(1, 60) AS g
+        """
+    )
+    per_entry_currency = shop.execute(
+        "SELECT count(*), count(*) FILTER (WHERE sum_d <> sum_c) FROM ("
+        " SELECT entry_id, currency, sum(debit) AS sum_d, sum(credit) AS sum_c"
+        " FROM ledger.line GROUP BY 1, 2) AS x"
+    ).fetchone()
+    assert per_entry_currency == (60, 0)
+    assert_ledger_invariants(shop)
+    assert_sales_ledger_matches(shop)
+
+
+def test_zero_tax_line_is_dropped(shop):
+    add_sale(shop, 1, "50.00", "0")
+    (entry_id,) = live_entry_ids(shop, "sale", "1")
+    assert lines_of(shop, entry_id) == [
+        ("1100", "USD", Decimal("50.0000"), Decimal("0.0000")),
+        ("4000", "USD", Decimal("0.0000"), Decimal("50.0000")),
+    ]
+
+
+def test_all_zero_sale_posts_nothing(shop):
+    add_sale(shop, 1, "0", "0")
+    assert entries_of(shop, "sale", "1") == []
+    assert_ledger_invariants(shop)
+
+
+def test_negative_amount_moves_to_the_other_side(conn):
+    install_custom_rule(
+        conn,
+        "CREATE TABLE public.custom_src (id int PRIMARY KEY, total numeric(14, 2) NOT NULL)",
+        lines=[{"account": "1100", "debit": "total"}, {"account": "4000", "credit": "total"}],
+    )
+    conn.execute("INSERT INTO public.custom_src VALUES (1, -50.00), (2, 20.00)")
+    (refund,) = live_entry_ids(conn, "custom", "1")
+    assert lines_of(conn, refund) == [
+        ("1100", "USD", Decimal("0.0000"), Decimal("50.0000")),
+        ("4000", "USD", Decimal("50.0000"), Decimal("0.0000")),
+    ]
+    (sale,) = live_entry_ids(conn, "custom", "2")
+    assert lines_of(conn, sale) == [
+        ("1100", "USD", Decimal("20.0000"), Decimal("0.0000")),
+        ("4000", "USD", Decimal("0.0000"), Decimal("20.0000")),
+    ]
+    assert_ledger_invariants(conn)
+
+
+def test_negative_net_revenue_line_moves_to_debit(shop):
+    # tax larger than total: the revenue line total - tax is negative
+    add_sale(shop, 1, "10.00", "15.00")
+    (entry_id,) = live_entry_ids(shop, "sale", "1")
+    assert lines_of(shop, entry_id) == [
+        ("1100", "USD", Decimal("10.0000"), Decimal("0.0000")),
+        ("2200", "USD", Decimal("0.0000"), Decimal("15.0000")),
+        ("4000", "USD", Decimal("5.0000"), Decimal("0.0000")),
+    ]
+    assert_ledger_invariants(shop)
+
+
+def test_at_most_one_live_entry_per_rule_and_key_after_many_changes(shop):
+    add_sale(shop, 1, "10.00")
+    add_sale(shop, 2, "20.00", "2.00")
+    for total in ("11.00", "12.00", "13.00"):
+        shop.execute("UPDATE public.sales SET total = %s", (total,))
+    shop.execute("UPDATE public.sales SET status = 'cancelled' WHERE id = 2")
+    shop.execute("UPDATE public.sales SET status = 'completed' WHERE id = 2")
+    live = shop.execute(
+        f"SELECT source_key, count(*) FROM ({LIVE_ENTRIES}) AS e WHERE rule = 'sale' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert live == [("1", 1), ("2", 1)]
+    assert_ledger_invariants(shop)
+    assert_sales_ledger_matches(shop)
+
+
+IMMUTABLE_STATEMENTS = [
+    "UPDATE ledger.entry SET memo = 'changed'",
+    "DELETE FROM ledger.entry",
+    "TRUNCATE ledger.entry",
+    "UPDATE ledger.line SET debit = debit + 1 WHERE debit > 0",
+    "DELETE FROM ledger.line",
+    "TRUNCATE ledger.line",
+]
+
+
+@pytest.mark.parametrize("replica", [False, True], ids=["origin", "replica"])
+@pytest.mark.parametrize("statement", IMMUTABLE_STATEMENTS)
+def test_entries_and_lines_are_immutable(shop, statement, replica):
+    add_sale(shop, 1, "10.00", "1.00")
+    before = shop.execute("SELECT (SELECT array_agg(e ORDER BY id) FROM ledger.entry AS e)::text,"
+                          " (SELECT array_agg(l ORDER BY entry_id, line_no) FROM ledger.line AS l)::text").fetchone()
+    if replica:
+        shop.execute("SET session_replication_role = replica")
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute(statement)
+    assert info.value.diag.sqlstate == "42501"
+    shop.execute("RESET session_replication_role")
+    after = shop.execute("SELECT (SELECT array_agg(e ORDER BY id) FROM ledger.entry AS e)::text,"
+                         " (SELECT array_agg(l ORDER BY entry_id, line_no) FROM ledger.line AS l)::text").fetchone()
+    assert after == before
+
+
+def test_truncate_of_a_covered_table_is_refused(shop):
+    add_sale(shop, 1, "10.00")
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute("TRUNCATE public.sales")
+    assert info.value.diag.sqlstate == "55006"
+    assert count(shop, "public.sales") == 1
+    assert len(live_entry_ids(shop, "sale", "1")) == 1
+
+
+# --------------------------------------------------------------------------- 2. atomicity
+
+#: (case id, amount column type, inserted amount, extra rule fields, reason fragment, SQLSTATE)
+CUSTOM_BAD_ROWS = [
+    ("null_amount", "numeric", None, {}, "amount of line 1 is NULL", "22004"),
+    # row 5 credits one less than it debits
+    ("unbalanced", "numeric", "10", {"credit_expr": "CASE WHEN id = 5 THEN amount - 1 ELSE amount END"},
+     "unbalanced", "23514"),
+    ("unknown_account", "numeric", "10", {"account_sql": "acct"}, "'9999'", "23503"),
+    ("overflow", "numeric", "1e17", {}, "overflow", "22003"),
+    ("nan_numeric", "numeric", "NaN", {}, "NaN", "22023"),
+    ("nan_float8", "float8", "NaN", {}, "NaN", "22023"),
+]
+
+
+def _custom_rule_for(amount_type: str, extra: dict) -> tuple[str, dict]:
+    ddl = (
+        f"CREATE TABLE public.custom_src (id int PRIMARY KEY, amount {amount_type},"
+        " acct text NOT NULL DEFAULT '9999')"
+    )
+    debit = {"debit": "amount"}
+    debit.update({"account_sql": extra["account_sql"]} if "account_sql" in extra else {"account": "1100"})
+    credit = {"account": "4000", "credit": extra.get("credit_expr", "amount")}
+    return ddl, {"lines": [debit, credit]}
+
+
+@pytest.mark.parametrize(
+    "amount_type, amount, extra, reason, sqlstate",
+    [c[1:] for c in CUSTOM_BAD_ROWS],
+    ids=[c[0] for c in CUSTOM_BAD_ROWS],
+)
+def test_block_rolls_back_a_bad_posting(conn, amount_type, amount, extra, reason, sqlstate):
+    ddl, rule = _custom_rule_for(amount_type, extra)
+    install_custom_rule(conn, ddl, **rule)
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute("INSERT INTO public.custom_src (id, amount) VALUES (5, %s)", (amount,))
+    assert_names_row(info.value, "custom", "public.custom_src", "(id)=(5)", reason, sqlstate)
+    assert count(conn, "public.custom_src") == 0
+    assert count(conn, "ledger.entry") == 0
+    assert count(conn, "ledger.line") == 0
+    assert count(conn, "ledger.failure") == 0
+
+
+def test_custom_rule_control_row_posts(connect):
+    """The rules of the bad-row cases post a good row (so their failures are the rows' fault)."""
+    for i, (_, amount_type, _, extra, _, _) in enumerate(CUSTOM_BAD_ROWS, start=100):
+        # a fresh connection per rule: the table is recreated with another column type, and
+        # install on a reused connection then fails (stale prepared probe, reported separately)
+        conn = connect(autocommit=True)
+        conn.execute("DROP TABLE IF EXISTS public.custom_src CASCADE")
+        ddl, rule = _custom_rule_for(amount_type, extra)
+        install_custom_rule(conn, ddl, **rule)
+        conn.execute("INSERT INTO public.custom_src (id, amount, acct) VALUES (%s, 10, '1100')", (i,))
+    assert count(conn, "ledger.entry") == len(CUSTOM_BAD_ROWS)
+    assert_ledger_invariants(conn)
+
+
+def test_block_bad_currency_names_rule_key_and_reason(shop):
+    with pytest.raises(psycopg.Error) as info:
+        add_sale(shop, 5, "10.00", currency="usd")
+    assert_names_row(info.value, "sale", "public.sales", "(id)=(5)", "currency 'usd' is not", "22023")
+    assert count(shop, "public.sales") == 0
+    assert count(shop, "ledger.entry") == 0
+
+
+def test_block_null_date_rolls_back_requisition_approval(shop):
+    shop.execute(
+        "INSERT INTO public.purchase_requisitions (id, requested_by, department, description, amount)"
+        " VALUES (7, 'ann', 'ops', 'chairs', 300)"
+    )
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute("UPDATE public.purchase_requisitions SET status = 'approved' WHERE id = 7")
+    assert_names_row(info.value, "requisition", "public.purchase_requisitions", "(id)=(7)", "date", "22004")
+    assert shop.execute("SELECT status FROM public.purchase_requisitions WHERE id = 7").fetchone() == ("submitted",)
+    assert count(shop, "ledger.entry") == 0
+
+
+def test_block_bad_update_keeps_the_previous_posting(shop):
+    add_sale(shop, 5, "10.00")
+    before = entries_of(shop, "sale", "5")
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute("UPDATE public.sales SET currency = 'us1' WHERE id = 5")
+    assert_names_row(info.value, "sale", "public.sales", "(id)=(5)", "currency 'us1'", "22023")
+    assert entries_of(shop, "sale", "5") == before
+    assert_sales_ledger_matches(shop)
+
+
+def test_failing_row_in_multi_row_insert_rolls_back_the_statement(shop):
+    add_sale(shop, 1, "1.00")
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute(
+            "INSERT INTO public.sales (id, customer, total, currency) VALUES"
+            " (10, 'a', 10, 'USD'), (11, 'b', 11, 'EUR'), (12, 'c', 12, 'eur'), (13, 'd', 13, 'USD')"
+        )
+    assert_names_row(info.value, "sale", "public.sales", "(id)=(12)", "currency 'eur'", "22023")
+    assert [r[0] for r in shop.execute("SELECT id FROM public.sales ORDER BY id")] == [1]
+    assert shop.execute("SELECT DISTINCT source_key FROM ledger.entry").fetchall() == [("1",)]
+    assert_sales_ledger_matches(shop)
+
+
+def add_voucher(conn, id: int, amount: str, status: str = "paid", paid_at: str | None = "2024-05-01 09:00+00",
+                method: str = "bank") -> None:
+    conn.execute(
+        "INSERT INTO public.payment_vouchers (id, payee, amount, method, status, paid_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (id, f"payee {id}", amount, method, status, paid_at),
+    )
+
+
+EXPECTED_PAYMENT_LINES = """
+    SELECT v.id::text, '2100', 'USD', v.amount::numeric FROM public.payment_vouchers AS v
+    WHERE v.status = 'paid' AND v.paid_at IS NOT NULL AND v.amount <> 0
+    UNION ALL
+    SELECT v.id::text, CASE v.method WHEN 'cash' THEN '1000' ELSE '1010' END, 'USD', -v.amount
+    FROM public.payment_vouchers AS v
+    WHERE v.status = 'paid' AND v.paid_at IS NOT NULL AND v.amount <> 0
+"""
+
+
+def test_defer_commits_and_records_the_failure_while_good_rows_post(shop):
+    shop.execute(
+        "INSERT INTO public.payment_vouchers (id, payee, amount, method, status, paid_at) VALUES"
+        " (1, 'a', 100, 'bank', 'paid', '2024-05-01'),"
+        " (2, 'b', 200, 'cash', 'paid', NULL),"
+        " (3, 'c', 300, 'cash', 'paid', '2024-05-02')"
+    )
+    assert count(shop, "public.payment_vouchers") == 3
+    assert live_lines(shop, "payment") == expected_lines(shop, EXPECTED_PAYMENT_LINES)
+    assert sorted(r[0] for r in shop.execute("SELECT source_key FROM ledger.entry")) == ["1", "3"]
+    failures = shop.execute(
+        "SELECT rule, source_key, sqlstate, message, resolved_at FROM ledger.failure"
+    ).fetchall()
+    assert len(failures) == 1
+    rule, key, sqlstate, message, resolved_at = failures[0]
+    assert (rule, key, sqlstate, resolved_at) == ("payment", "2", "22004", None)
+    assert "date" in message and "NULL" in message
+    assert_ledger_invariants(shop)
+
+
+def test_defer_failure_resolved_when_an_update_fixes_the_row(shop):
+    add_voucher(shop, 2, "200", paid_at=None)
+    assert entries_of(shop, "payment", "2") == []
+    shop.execute("UPDATE public.payment_vouchers SET paid_at = '2024-05-03 10:00+00' WHERE id = 2")
+    assert live_lines(shop, "payment") == expected_lines(shop, EXPECTED_PAYMENT_LINES)
+    (entry_id,) = live_entry_ids(shop, "payment", "2")
+    assert lines_of(shop, entry_id) == [
+        ("1010", "USD", Decimal("0.0000"), Decimal("200.0000")),
+        ("2100", "USD", Decimal("200.0000"), Decimal("0.0000")),
+    ]
+    open_failures = shop.execute(
+        "SELECT count(*) FROM ledger.failure WHERE rule = 'payment' AND source_key = '2' AND resolved_at IS NULL"
+    ).fetchone()[0]
+    resolved = shop.execute(
+        "SELECT count(*) FROM ledger.failure WHERE rule = 'payment' AND source_key = '2' AND resolved_at IS NOT NULL"
+    ).fetchone()[0]
+    assert (open_failures, resolved) == (0, 1)
+
+
+def test_defer_failure_repeated_is_one_open_failure(shop):
+    add_voucher(shop, 2, "200", paid_at=None)
+    shop.execute("UPDATE public.payment_vouchers SET amount = 250 WHERE id = 2")
+    rows = shop.execute("SELECT source_key, attempts, resolved_at FROM ledger.failure").fetchall()
+    assert rows == [("2", 2, None)]
+    assert count(shop, "ledger.entry") == 0
+
+
+def test_rolled_back_transaction_leaves_no_journal_row(shop):
+    add_sale(shop, 1, "10.00")
+    entries, lines = count(shop, "ledger.entry"), count(shop, "ledger.line")
+    with shop.transaction(force_rollback=True):
+        add_sale(shop, 2, "20.00", "2.00")
+        shop.execute("UPDATE public.sales SET total = 15 WHERE id = 1")
+        shop.execute("DELETE FROM public.sales WHERE id = 1")
+        add_voucher(shop, 9, "50", paid_at=None)  # a deferred failure, rolled back too
+        assert count(shop, "ledger.entry") > entries  # the trigger did post inside
+    assert (count(shop, "ledger.entry"), count(shop, "ledger.line")) == (entries, lines)
+    assert count(shop, "ledger.failure") == 0
+    assert_sales_ledger_matches(shop)
+
+
+# --------------------------------------------------------------------------- 3. statement shapes
+
+INSERT_500 = """
+    INSERT INTO public.sales (customer, sold_at, status, currency, payment_method, total, tax)
+    SELECT 'c' || g, timestamptz '2024-01-01 00:00+00' + g * interval '1 hour',
+           (ARRAY['completed', 'completed', 'draft', 'cancelled'])[1 + g % 4],
+           (ARRAY['USD', 'EUR'])[1 + g % 2],
+           (ARRAY['cash', 'card', 'invoice'])[1 + g % 3],
+           (g * 3.17)::numeric(14, 2), (g % 5 * 0.5)::numeric(14, 2)
+    FROM generate_series(1, 500) AS g
+"""
+
+
+def test_single_row_insert_posts(shop):
+    add_sale(shop, 1, "99.99", "9.09", payment_method="cash", currency="EUR")
+    assert expected_sale_totals(shop) == {
+        ("1000", "EUR"): Decimal("99.99"),
+        ("4000", "EUR"): Decimal("-90.90"),
+        ("2200", "EUR"): Decimal("-9.09"),
+    }
+    assert_sales_ledger_matches(shop)
+    assert count(shop, "ledger.entry") == 1
+
+
+def test_multi_row_insert_select_posts_every_row(shop):
+    shop.execute(INSERT_500)
+    assert count(shop, "ledger.entry") == 250  # only the completed half
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+
+
+def test_copy_of_10000_rows_posts_every_row(shop):
+    buf = io.StringIO()
+    methods, currencies, statuses = ("cash", "card", "invoice"), ("USD", "EUR", "GBP"), ("completed",) * 4 + ("draft",)
+    for i in range(1, 10_001):
+        buf.write(
+            f"{i}\tc{i}\t2024-02-01 00:00:00+00\t{statuses[i % 5]}\t{currencies[i % 3]}\t"
+            f"{methods[i % 3 if i % 7 else 0]}\t{i % 997}.{i % 100:02d}\t{i % 13}.00\n"
+        )
+    with shop.cursor() as cur:
+        with cur.copy(
+            "COPY public.sales (id, customer, sold_at, status, currency, payment_method, total, tax) FROM STDIN"
+        ) as copy:
+            copy.write(buf.getvalue())
+    assert count(shop, "public.sales") == 10_000
+    assert count(shop, "ledger.entry") == shop.execute(
+        "SELECT count(*) FROM public.sales WHERE status = 'completed' AND (total <> 0 OR tax <> 0)"
+    ).fetchone()[0]
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+
+
+def test_one_update_touching_many_rows(shop):
+    shop.execute(INSERT_500)
+    entries = count(shop, "ledger.entry")
+    # raises half the completed totals, completes the drafts, changes a third's payment method
+    shop.execute(
+        """
+        UPDATE public.sales SET
+            total = CASE WHEN id % 2 = 0 THEN total + 1 ELSE total END,
+            status = CASE status WHEN 'draft' THEN 'completed' ELSE status END,
+            payment_method = CASE WHEN id % 3 = 0 THEN 'card' ELSE payment_method END
+        """
+    )
+    assert count(shop, "ledger.entry") > entries
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+
+
+def test_delete_of_many_rows(shop):
+    shop.execute(INSERT_500)
+    shop.execute("DELETE FROM public.sales WHERE id % 3 <> 0")
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+    shop.execute("DELETE FROM public.sales")
+    assert live_totals(shop, "sale") == {}
+    assert shop.execute(f"SELECT count(*) FROM ({LIVE_ENTRIES}) AS e").fetchone()[0] == 0
+    assert_ledger_invariants(shop)
+
+
+def test_requisition_posts_when_approved(shop):
+    shop.execute(
+        "INSERT INTO public.purchase_requisitions (id, requested_by, department, description, amount, status,"
+        " approved_at) VALUES (1, 'ann', 'ops', 'desks', 1200.50, 'approved', '2024-04-01 08:00+00'),"
+        " (2, 'bob', 'it', 'laptops', 999, 'submitted', NULL)"
+    )
+    expected = """
+        SELECT id::text, '5100', 'USD', amount::numeric FROM public.purchase_requisitions WHERE status = 'approved'
+        UNION ALL
+        SELECT id::text, '2100', 'USD', -amount FROM public.purchase_requisitions WHERE status = 'approved'
+    """
+    assert live_lines(shop, "requisition") == expected_lines(shop, expected)
+    assert [e[2] for e in entries_of(shop, "requisition", "1")] == [
+        shop.execute("SELECT approved_at FROM public.purchase_requisitions WHERE id = 1").fetchone()[0]
+    ]
+    # entering `when`: the first entry of requisition 2
+    assert entries_of(shop, "requisition", "2") == []
+    shop.execute("UPDATE public.purchase_requisitions SET status = 'approved', approved_at = now() WHERE id = 2")
+    assert len(entries_of(shop, "requisition", "2")) == 1
+    assert live_lines(shop, "requisition") == expected_lines(shop, expected)
+
+
+def test_payment_voucher_posts_when_paid(shop):
+    add_voucher(shop, 1, "75.25", status="draft", paid_at=None)
+    add_voucher(shop, 2, "10.00", method="cash")
+    assert entries_of(shop, "payment", "1") == []
+    shop.execute("UPDATE public.payment_vouchers SET status = 'paid', paid_at = now() WHERE id = 1")
+    assert live_lines(shop, "payment") == expected_lines(shop, EXPECTED_PAYMENT_LINES)
+    assert sorted(live_lines(shop, "payment"))[0:2] == [
+        ("1", "1010", "USD", Decimal("-75.2500")),
+        ("1", "2100", "USD", Decimal("75.2500")),
+    ]
+    shop.execute("UPDATE public.payment_vouchers SET status = 'void' WHERE id = 2")
+    assert live_lines(shop, "payment") == expected_lines(shop, EXPECTED_PAYMENT_LINES)
+    assert count(shop, "ledger.failure") == 0
+
+
+def test_manufacturing_order_posts_when_done(shop):
+    shop.execute(
+        "INSERT INTO public.manufacturing_orders (id, product, quantity, unit_cost, state) VALUES"
+        " (1, 'chair', 12, 7.1234, 'in_progress'), (2, 'table', 3, 40, 'planned')"
+    )
+    assert count(shop, "ledger.entry") == 0
+    shop.execute("UPDATE public.manufacturing_orders SET state = 'done', finished_at = now()")
+    expected = """
+        SELECT id::text, '1400', 'USD', quantity * unit_cost FROM public.manufacturing_orders WHERE state = 'done'
+        UNION ALL
+        SELECT id::text, '1300', 'USD', -(quantity * unit_cost) FROM public.manufacturing_orders WHERE state = 'done'
+    """
+    assert live_lines(shop, "manufacturing") == expected_lines(shop, expected)
+    assert ("1", "1400", "USD", Decimal("85.4808")) in live_lines(shop, "manufacturing")
+    assert_ledger_invariants(shop)
+
+
+# --------------------------------------------------------------------------- 4. updates
+
+
+def test_amount_change_reverses_and_reposts(shop):
+    add_sale(shop, 1, "100.00", "10.00")
+    (old,) = live_entry_ids(shop, "sale", "1")
+    old_lines = lines_of(shop, old)
+    shop.execute("UPDATE public.sales SET total = 120.00 WHERE id = 1")
+    entries = entries_of(shop, "sale", "1")
+    assert len(entries) == 3
+    reversal = [e for e in entries if e[1] is not None]
+    assert [r[1] for r in reversal] == [old]
+    assert lines_of(shop, reversal[0][0]) == sorted((a, c, cr, d) for a, c, d, cr in old_lines)
+    (new,) = live_entry_ids(shop, "sale", "1")
+    assert new not in (old, reversal[0][0])
+    assert lines_of(shop, new) == [
+        ("1100", "USD", Decimal("120.0000"), Decimal("0.0000")),
+        ("2200", "USD", Decimal("0.0000"), Decimal("10.0000")),
+        ("4000", "USD", Decimal("0.0000"), Decimal("110.0000")),
+    ]
+    assert_sales_ledger_matches(shop)
+
+
+def test_leaving_when_reverses_only(shop):
+    add_sale(shop, 1, "100.00")
+    (old,) = live_entry_ids(shop, "sale", "1")
+    shop.execute("UPDATE public.sales SET status = 'cancelled' WHERE id = 1")
+    entries = entries_of(shop, "sale", "1")
+    assert [(e[0], e[1]) for e in entries][0] == (old, None)
+    assert len(entries) == 2 and entries[1][1] == old
+    assert live_entry_ids(shop, "sale", "1") == []
+    assert live_totals(shop, "sale") == {}
+
+
+def test_entering_when_posts_the_first_entry(shop):
+    add_sale(shop, 1, "100.00", status="draft")
+    assert entries_of(shop, "sale", "1") == []
+    shop.execute("UPDATE public.sales SET status = 'completed' WHERE id = 1")
+    entries = entries_of(shop, "sale", "1")
+    assert len(entries) == 1 and entries[0][1] is None
+    assert_sales_ledger_matches(shop)
+
+
+def test_unrelated_column_update_posts_nothing(shop):
+    add_sale(shop, 1, "100.00", "5.00")
+    add_sale(shop, 2, "10.00", status="draft")
+    before = shop.execute("SELECT id FROM ledger.entry ORDER BY id").fetchall()
+    shop.execute("UPDATE public.sales SET note = 'called the customer'")
+    shop.execute("UPDATE public.sales SET total = total WHERE id = 1")
+    assert shop.execute("SELECT id FROM ledger.entry ORDER BY id").fetchall() == before
+
+
+def test_key_change_reverses_old_key_and_posts_new_key(shop):
+    add_sale(shop, 1, "100.00")
+    add_sale(shop, 2, "20.00", "1.00")
+    shop.execute("UPDATE public.sales SET id = id + 1000")
+    for old_key in ("1", "2"):
+        entries = entries_of(shop, "sale", old_key)
+        assert len(entries) == 2 and entries[1][1] == entries[0][0]
+        assert live_entry_ids(shop, "sale", old_key) == []
+    for new_key in ("1001", "1002"):
+        assert len(entries_of(shop, "sale", new_key)) == 1
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+
+
+def test_delete_reverses_dated_at_transaction_time(shop):
+    add_sale(shop, 1, "100.00", "10.00", sold_at="2023-12-31 23:00+00")
+    (original,) = live_entry_ids(shop, "sale", "1")
+    with shop.transaction():
+        (now,) = shop.execute("SELECT now()").fetchone()
+        shop.execute("DELETE FROM public.sales WHERE id = 1")
+    entries = entries_of(shop, "sale", "1")
+    assert len(entries) == 2
+    (orig_id, orig_reverses, orig_date), (rev_id, rev_reverses, rev_date) = entries
+    assert (orig_id, orig_reverses) == (original, None)
+    assert rev_reverses == original
+    assert orig_date == shop.execute("SELECT timestamptz '2023-12-31 23:00+00'").fetchone()[0]
+    assert rev_date == now
+    assert live_entry_ids(shop, "sale", "1") == []
+    assert_ledger_invariants(shop)
+
+
+def test_update_reversal_dated_at_transaction_time(shop):
+    add_sale(shop, 1, "100.00", sold_at="2023-06-01 00:00+00")
+    with shop.transaction():
+        (now,) = shop.execute("SELECT now()").fetchone()
+        shop.execute("UPDATE public.sales SET total = 90 WHERE id = 1")
+    original, *later = entries_of(shop, "sale", "1")
+    (reversal,) = [e for e in later if e[1] is not None]
+    (repost,) = [e for e in later if e[1] is None]
+    assert original[2] == repost[2] == shop.execute("SELECT sold_at FROM public.sales").fetchone()[0]
+    assert reversal[1] == original[0] and reversal[2] == now
+    assert live_entry_ids(shop, "sale", "1") == [repost[0]]
