@@ -269,6 +269,20 @@ def test_app_role_cannot_switch_guards_off(shop, app, statement):
 
 # -- planted objects -------------------------------------------------------------------
 
+
+def test_every_ledger_function_pins_its_search_path(shop):
+    functions = shop.execute(
+        """SELECT p.oid::regprocedure::text, p.prosecdef, coalesce(p.proconfig, '{}')
+           FROM pg_proc AS p WHERE p.pronamespace = 'ledger'::regnamespace"""
+    ).fetchall()
+    posting = sorted(name for name, _, _ in functions if name.startswith("ledger.post_"))
+    assert posting == ["ledger.post_manufacturing()", "ledger.post_payment()", "ledger.post_requisition()",
+                       "ledger.post_sale()"]
+    unpinned = [name for name, _, config in functions if "search_path=pg_catalog, pg_temp" not in config]
+    assert unpinned == []
+    assert [name for name, definer, _ in functions if name in posting and not definer] == []
+
+
 EVIL = """
 CREATE SCHEMA evil;
 CREATE FUNCTION evil.md5(text) RETURNS text LANGUAGE sql AS $$ SELECT 'same for everyone' $$;

@@ -14,40 +14,47 @@ WITH d AS MATERIALIZED (
     WHERE p.rule = {{rule}}
       AND {{link_match}}
 ), {{diff}} AS MATERIALIZED (
-    SELECT coalesce(d.source_key, c.source_key) AS source_key,
-           coalesce(d.key_num, c.key_num) AS key_num,
-           c.entry_id AS old_entry_id,
-           d.source_key IS NOT NULL AS post,
-           d.effective_at, d.memo, d.currency, d.accounts, d.amounts, d.fingerprint
-    FROM d
-    FULL JOIN c ON c.source_key = d.source_key
-    WHERE CASE WHEN d.problem IS NOT NULL THEN ledger.posting_problem(d.problem)
-               ELSE c.fingerprint IS DISTINCT FROM d.fingerprint END
+    -- Entry ids are drawn here, the reversal's before the new entry's, so that every later
+    -- step reads x alone (no join back on RETURNING) and a reversal precedes its repost.
+    SELECT y.*,
+           CASE WHEN y.old_entry_id IS NOT NULL THEN nextval('ledger.entry_id_seq'::regclass) END AS rev_entry_id,
+           CASE WHEN y.post THEN nextval('ledger.entry_id_seq'::regclass) END AS new_entry_id
+    FROM (
+        SELECT coalesce(d.source_key, c.source_key) AS source_key,
+               coalesce(d.key_num, c.key_num) AS key_num,
+               c.entry_id AS old_entry_id,
+               d.source_key IS NOT NULL AS post,
+               d.effective_at, d.memo, d.currency, d.accounts, d.amounts, d.fingerprint
+        FROM d
+        FULL JOIN c ON c.source_key = d.source_key
+        WHERE CASE WHEN d.problem IS NOT NULL THEN ledger.posting_problem(d.problem)
+                   ELSE c.fingerprint IS DISTINCT FROM d.fingerprint END
+        OFFSET 0
+    ) AS y
 ){{limit_cte}}, rev AS (
-    INSERT INTO ledger.entry (rule, source_key, effective_at, memo, reverses)
-    SELECT e.rule, e.source_key, now(), 'Reversal of entry ' || e.id, e.id
+    INSERT INTO ledger.entry (id, rule, source_key, effective_at, memo, reverses)
+    OVERRIDING SYSTEM VALUE
+    SELECT x.rev_entry_id, {{rule}}, x.source_key, now(), 'Reversal of entry ' || x.old_entry_id, x.old_entry_id
     FROM x
-    JOIN ledger.entry AS e ON e.id = x.old_entry_id
-    RETURNING id, reverses
+    WHERE x.old_entry_id IS NOT NULL
 ), rev_lines AS (
     INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
-    SELECT rev.id, l.line_no, l.account, l.currency, l.credit, l.debit
-    FROM rev
-    JOIN ledger.line AS l ON l.entry_id = rev.reverses
+    SELECT x.rev_entry_id, l.line_no, l.account, l.currency, l.credit, l.debit
+    FROM x
+    JOIN ledger.line AS l ON l.entry_id = x.old_entry_id
 ), new AS (
-    INSERT INTO ledger.entry (rule, source_key, effective_at, memo)
-    SELECT {{rule}}, x.source_key, x.effective_at, x.memo
+    INSERT INTO ledger.entry (id, rule, source_key, effective_at, memo)
+    OVERRIDING SYSTEM VALUE
+    SELECT x.new_entry_id, {{rule}}, x.source_key, x.effective_at, x.memo
     FROM x
     WHERE x.post
-      AND (SELECT count(*) FROM rev) >= 0  -- reversals first: they get the lower entry ids
-    RETURNING id, source_key
 ), new_lines AS (
     INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
-    SELECT new.id, l.n, l.account, x.currency, greatest(l.amount, 0), greatest(-l.amount, 0)
-    FROM new
-    JOIN x ON x.source_key = new.source_key
+    SELECT x.new_entry_id, l.n, l.account, x.currency, greatest(l.amount, 0), greatest(-l.amount, 0)
+    FROM x
     CROSS JOIN LATERAL unnest(x.accounts, x.amounts) WITH ORDINALITY AS l (account, amount, n)
-    WHERE l.amount <> 0
+    WHERE x.post
+      AND l.amount <> 0
 ), unlinked AS (
     DELETE FROM ledger.posting AS p
     USING x
@@ -55,16 +62,16 @@ WITH d AS MATERIALIZED (
       AND NOT x.post
 ), relinked AS (
     UPDATE ledger.posting AS p
-    SET entry_id = new.id, fingerprint = x.fingerprint
-    FROM new
-    JOIN x ON x.source_key = new.source_key
+    SET entry_id = x.new_entry_id, fingerprint = x.fingerprint
+    FROM x
     WHERE p.entry_id = x.old_entry_id
+      AND x.post
 ), linked AS (
     INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
-    SELECT {{rule}}, x.key_num, new.source_key, new.id, x.fingerprint
-    FROM new
-    JOIN x ON x.source_key = new.source_key
-    WHERE x.old_entry_id IS NULL
+    SELECT {{rule}}, x.key_num, x.source_key, x.new_entry_id, x.fingerprint
+    FROM x
+    WHERE x.post
+      AND x.old_entry_id IS NULL
 ), resolved AS (
     UPDATE ledger.failure AS f
     SET resolved_at = now()

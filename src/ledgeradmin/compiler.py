@@ -148,6 +148,7 @@ def desired_sql(rule: Rule, target: Target, relation: str) -> str:
         currency=rule.currency,
         accounts=", ".join(accounts),
         amounts=", ".join(amounts),
+        balance=" + ".join(f"x.amounts[{i}]" for i in range(1, len(amounts) + 1)),
         account_checks="\n".join(checks),
         when=rule.when or "true",
         fingerprint_date="extract(epoch FROM d.effective_at)" if rule.date else "NULL",
