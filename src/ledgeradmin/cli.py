@@ -314,7 +314,13 @@ def backfill(dsn, config_path, rules, limit, batch_size, dry_run, detailed, max_
 
 @main.group()
 def report() -> None:
-    """Reports on the journal: trial balance, account ledger."""
+    """Reports on the journal: trial balance, account ledger.
+
+    \b
+    Example:
+      ledgeradmin report trial-balance
+      ledgeradmin report account 1100 --json
+    """
 
 
 @report.command("trial-balance")
@@ -388,6 +394,37 @@ def demo(dsn, keep) -> None:
     from .demo import run
 
     run(dsn=dsn, keep=keep, echo=click.echo)
+
+
+@main.command()
+@click.option("--out", "out_path", default="ledger.toml", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the starter config ('-' for stdout).")
+@click.option("--from-table", "table", metavar="SCHEMA.TABLE", help="Draft the rule from this table's columns.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@dsn_option
+@handle_errors
+def init(out_path, table, force, dsn) -> None:
+    """Write a commented starter ledger.toml.
+
+    \b
+    Example:
+      ledgeradmin init
+      ledgeradmin init --from-table public.invoices --out - --dsn "dbname=shop"
+    """
+    from .starter import starter
+
+    if table:
+        with connect(dsn) as conn:
+            text = starter(conn, table)
+    else:
+        text = starter()
+    if str(out_path) == "-":
+        click.echo(text, nl=False)
+        return
+    if out_path.exists() and not force:
+        raise LedgerError(f"{out_path} exists", hint="pass --force to overwrite, or --out another file")
+    out_path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out_path}: review it, then `ledgeradmin install --dry-run --config {out_path}`")
 
 
 if __name__ == "__main__":  # pragma: no cover
