@@ -25,7 +25,9 @@ def connect(dsn: str | None = None, **kwargs) -> psycopg.Connection:
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
-        raise LedgerError(f"invalid connection string: {redact(str(exc), conninfo)}") from None
+        # libpq quotes the offending token, which may be the password: drop quoted parts.
+        reason = re.sub(r'"[^"]*"', '"…"', str(exc).strip())
+        raise LedgerError(f"invalid connection string: {redact(reason, conninfo)}") from None
     params.setdefault("application_name", APPLICATION_NAME)
     try:
         return psycopg.connect(**params, autocommit=True, **kwargs)
