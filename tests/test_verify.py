@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import re
 import threading
@@ -40,7 +39,7 @@ LIVE_ENTRIES = """
 # --------------------------------------------------------------------------- helpers
 
 
-def cli(*args: str) -> "click.testing.Result":  # noqa: F821
+def cli(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 

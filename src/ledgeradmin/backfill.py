@@ -20,6 +20,7 @@ import psycopg
 from . import catalog, compiler
 from .compiler import fill, literal, template
 from .config import Config, Rule
+from .errors import LedgerError
 from .migrate import require_schema
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -139,7 +140,15 @@ def backfill(
         target = catalog.resolve(conn, rule)
         summary = RuleSummary(rule.name, rule.source)
         summaries.append(summary)
-        _backfill_rule(conn, rule, target, summary, budget, batch_size, progress)
+        try:
+            _backfill_rule(conn, rule, target, summary, budget, batch_size, progress)
+        except psycopg.Error as exc:
+            done = ", ".join(f"{s.rule}: {s.repaired} repaired" for s in summaries)
+            raise LedgerError(
+                f'backfill stopped in rule "{rule.name}": {exc.diag.message_primary or str(exc).strip()}'
+                f" (SQLSTATE {exc.sqlstate or 'none'}); committed so far: {done}",
+                hint="every committed batch is kept: run backfill again to continue",
+            ) from None
         if budget[0] == 0:
             break
     return BackfillResult(summaries, False, budget[0] == 0, time.monotonic() - started)
@@ -161,49 +170,41 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
     batch = _Batch(rule, target)
     estimate = _estimate_rows(conn, target)
     width = len(target.key)
-    after, last = "", None
-    gone_sql = fill(
-        template("queries/backfill_gone.sql"),
-        rule=literal(rule.name),
+    last = None
+    lock_sql = fill(
+        template("queries/backfill_lock_batch.sql"),
+        key_columns=batch.key_columns,
+        key_text=compiler.key_text(target),
         source=target.ident,
-        row_match=_row_match(target, "p.source_key"),
-        range="__RANGE__",
-        limit=str(batch_size),
+        after="__AFTER__",
+        batch_size=str(batch_size),
     )
-    while budget[0] != 0:
+    after_sql = f"WHERE ({batch.key_columns}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
+
+    def one_batch() -> list[tuple]:
         with conn.transaction():
             catalog.pin_settings(conn)
-            lock_sql = fill(
-                template("queries/backfill_lock_batch.sql"),
-                key_columns=batch.key_columns,
-                key_text=compiler.key_text(target),
-                source=target.ident,
-                after=after,
-                batch_size=str(batch_size),
-            )
-            rows = conn.execute(lock_sql, _after_params(last)).fetchall()
-            final = len(rows) < batch_size
-            gone: list[tuple] = []
-            if target.integer_key:
-                lo = "p.key_num > %(lo)s" if last is not None else "true"
-                hi = "" if final else " AND p.key_num <= %(hi)s"
-                gone = conn.execute(
-                    gone_sql.replace("__RANGE__", lo + hi),
-                    {"lo": last[0] if last else None, "hi": rows[-1][0] if rows else None},
-                ).fetchall()
-            _reconcile(conn, batch, rows, gone, summary, budget)
+            query = lock_sql.replace("__AFTER__", after_sql if last is not None else "")
+            rows = conn.execute(query, _after_params(last)).fetchall()
+            _reconcile(conn, batch, rows, [], summary, budget)
+        return rows
+
+    while budget[0] != 0:
+        rows = _retrying(one_batch)
+        final = len(rows) < batch_size
+        if target.integer_key:  # live postings of deleted rows in this batch's key range
+            _reverse_gone(conn, batch, last[0] if last else None, None if final else rows[-1][0], batch_size,
+                          summary, budget)
         summary.scanned += len(rows)
         if progress:
             progress(summary, estimate)
         if final:
             break
         last = rows[-1][:width]
-        cols = batch.key_columns
-        after = f"WHERE ({cols}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
     if budget[0] != 0 and not target.integer_key:
-        _reverse_gone_by_text_key(conn, batch, gone_sql, summary, budget)
+        _reverse_gone(conn, batch, None, None, batch_size, summary, budget)
     if budget[0] != 0:
-        _resolve_stale_failures(conn, batch, summary, budget)
+        _retrying(lambda: _resolve_stale_failures(conn, batch, summary, budget))
 
 
 def _after_params(last: tuple | None) -> dict | None:
@@ -212,17 +213,58 @@ def _after_params(last: tuple | None) -> dict | None:
     return {f"a{i}": v for i, v in enumerate(last)}
 
 
-def _reverse_gone_by_text_key(conn, batch: _Batch, gone_sql: str, summary, budget) -> None:
-    """Rules without an integer key: orphans of deleted rows, found by one anti-join."""
-    last = ""
+def _reverse_gone(conn, batch: _Batch, lo, hi, batch_size: int, summary, budget) -> None:
+    """Reverse the live postings whose source row is gone, with keys in (lo, hi], chunk by
+    chunk. Integer keys walk key_num; other keys walk the text key (one anti-join per chunk)."""
+    order = "p.key_num" if batch.target.integer_key else "p.source_key"
+    query = fill(
+        template("queries/backfill_gone.sql"),
+        rule=literal(batch.rule.name),
+        source=batch.target.ident,
+        row_match=_row_match(batch.target, "p.source_key"),
+        range=f"({order} > %(lo)s OR %(lo)s IS NULL) AND ({order} <= %(hi)s OR %(hi)s IS NULL)",
+        order=order,
+        limit=str(batch_size),
+    )
+    cursor = lo
     while budget[0] != 0:
-        with conn.transaction():
-            catalog.pin_settings(conn)
-            gone = conn.execute(gone_sql.replace("__RANGE__", "p.source_key > %(lo)s"), {"lo": last}).fetchall()
-            if not gone:
-                return
-            _reconcile(conn, batch, [], gone, summary, budget)
-            last = gone[-1][0]
+        def chunk() -> list[tuple]:
+            with conn.transaction():
+                catalog.pin_settings(conn)
+                gone = conn.execute(query, {"lo": cursor, "hi": hi}).fetchall()
+                _reconcile(conn, batch, [], gone, summary, budget)
+            return gone
+
+        gone = _retrying(chunk)
+        if len(gone) < batch_size:
+            return
+        cursor = gone[-1][1] if batch.target.integer_key else gone[-1][0]
+
+
+# Errors that a row's data causes (bisected and recorded in ledger.failure), by SQLSTATE
+# class: data exceptions, integrity violations (but unique_violation: a concurrent writer),
+# PL/pgSQL raise, routine exceptions.
+_ROW_ERROR_CLASSES = ("22", "23", "P0", "2F", "38", "39")
+# Errors worth retrying the batch for: serialization failure, deadlock, lock not available,
+# unique violation (a concurrent writer posted the same key first).
+_TRANSIENT = ("40001", "40P01", "55P03", "23505")
+RETRIES = 3
+
+
+def _is_row_error(exc: psycopg.Error) -> bool:
+    state = exc.sqlstate or ""
+    return state[:2] in _ROW_ERROR_CLASSES and state != "23505"
+
+
+def _retrying(step):
+    """Run one batch step (its own transaction); retry transient conflicts a few times."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return step()
+        except psycopg.Error as exc:
+            if (exc.sqlstate or "") not in _TRANSIENT or attempt == RETRIES:
+                raise
+            time.sleep(0.05 * 2**attempt)
 
 
 def _resolve_stale_failures(conn, batch: _Batch, summary, budget) -> None:
@@ -241,7 +283,8 @@ def _resolve_stale_failures(conn, batch: _Batch, summary, budget) -> None:
 
 
 def _reconcile(conn, batch: _Batch, rows: list[tuple], gone: list[tuple], summary: RuleSummary, budget) -> None:
-    """Reconcile rows + gone keys in one statement; on failure bisect to isolate bad rows."""
+    """Reconcile rows + gone keys in one statement (a savepoint); when a row's data makes
+    it fail, bisect to isolate the bad rows and record them. Other errors propagate."""
     if not rows and not gone:
         return
     try:
@@ -250,13 +293,15 @@ def _reconcile(conn, batch: _Batch, rows: list[tuple], gone: list[tuple], summar
                 batch.statement(bool(rows), budget[0]), batch.params(rows, gone)
             ).fetchone()
     except psycopg.Error as exc:
+        if not rows or not _is_row_error(exc):
+            raise
         if gone:  # reversals of gone rows do not depend on row data: do them on their own
             _reconcile(conn, batch, [], gone, summary, budget)
         if len(rows) > 1:
             mid = len(rows) // 2
             _reconcile(conn, batch, rows[:mid], [], summary, budget)
             _reconcile(conn, batch, rows[mid:], [], summary, budget)
-        elif rows:
+        else:
             _record_failure(conn, batch, rows[0], exc, summary)
         return
     summary.posted += posted
