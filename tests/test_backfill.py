@@ -16,8 +16,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
-
-from ledgeradmin.errors import LedgerError
 import pytest
 from click.testing import CliRunner
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -25,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ledgeradmin.backfill import backfill
 from ledgeradmin.cli import main
 from ledgeradmin.config import parse_config
+from ledgeradmin.errors import LedgerError
 from ledgeradmin.install import install
 from ledgeradmin.verify import verify
 
