@@ -193,7 +193,9 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     def block(text: str, depth: int) -> str:
         return textwrap.indent(text, " " * depth)
 
-    keys = lambda *rels: "\nUNION\n".join(keys_sql(target, r) for r in rels)  # noqa: E731
+    def keys(*relations: str) -> str:
+        return "\nUNION\n".join(keys_sql(target, r) for r in relations)
+
     one_key = one_key_sql(target, "v_key")
     one_row = "(SELECT (v_row).*)"
     columns = ", ".join(f"r.{sql.Identifier(c).as_string(None)}" for c in target.columns)
