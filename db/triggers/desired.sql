@@ -3,10 +3,12 @@
 -- entry: date, memo, currency and the lines as parallel arrays (accounts; signed amounts,
 -- debit > 0 and credit < 0), the fingerprint that identifies what would be posted, and the
 -- problem ('SQLSTATE reason') that forbids posting it, NULL when there is none.
+-- The fingerprint covers date (when the rule has one), currency and the posted lines as a
+-- multiset: zero lines are left out and the order of the lines does not matter.
 -- The trigger, backfill and verify all use this one query, so they cannot disagree.
 SELECT d.*,
        CASE WHEN d.problem IS NULL THEN
-           md5(concat_ws('|', {{fingerprint_date}}, d.currency, d.accounts::text, d.amounts::text))
+           md5(concat_ws('|', {{fingerprint_date}}, d.currency, ({{lines_hash}})::text))
        END AS fingerprint
 FROM (
     SELECT x.*,

@@ -149,6 +149,11 @@ def desired_sql(rule: Rule, target: Target, relation: str) -> str:
         accounts=", ".join(accounts),
         amounts=", ".join(amounts),
         balance=" + ".join(f"x.amounts[{i}]" for i in range(1, len(amounts) + 1)),
+        lines_hash=" + ".join(
+            f"CASE WHEN d.amounts[{i}] <> 0 THEN hashtextextended(d.accounts[{i}] || '=' || d.amounts[{i}], 0)::numeric"
+            " ELSE 0 END"
+            for i in range(1, len(amounts) + 1)
+        ),
         account_checks="\n".join(checks),
         when=rule.when or "true",
         fingerprint_date="extract(epoch FROM d.effective_at)" if rule.date else "NULL",
