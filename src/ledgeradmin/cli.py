@@ -48,6 +48,16 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
+def finish(result, as_json: bool, render_text) -> None:
+    """Print a check's result (JSON or text) and exit 1 when it found problems."""
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        click.echo(render_text(result))
+    if not result.ok:
+        sys.exit(EXIT_PROBLEMS)
+
+
 def handle_errors(f):
     """Turn LedgerError and database errors into `Error: …` (+ hint) on stderr, exit 2."""
 
@@ -260,12 +270,7 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
                      max_keys=max_keys)
     if prometheus_file:
         write_textfile(result, prometheus_file)
-    if as_json:
-        emit_json(result.as_dict())
-    else:
-        click.echo(render_text(result))
-    if not result.ok:
-        sys.exit(EXIT_PROBLEMS)
+    finish(result, as_json, render_text)
 
 
 @main.command()
@@ -304,12 +309,7 @@ def backfill(dsn, config_path, rules, limit, batch_size, dry_run, detailed, max_
                      max_keys=max_keys, progress=reporter)
     if reporter:
         reporter.close()
-    if as_json:
-        emit_json(result.as_dict())
-    else:
-        click.echo(render_text(result))
-    if not result.ok:
-        sys.exit(EXIT_PROBLEMS)
+    finish(result, as_json, render_text)
 
 
 @main.group()
@@ -339,16 +339,12 @@ def trial_balance(dsn, as_of, fmt) -> None:
     """
     from .report import trial_balance as run
 
+    from .report import with_totals
+
     with connect(dsn) as conn:
         rows = run(conn, as_of.date() if as_of else None)
-    totals: dict[str, dict] = {}
-    for r in rows:
-        t = totals.setdefault(r["currency"], {"account": "TOTAL", "name": "", "type": "", "currency": r["currency"],
-                                              "debit": 0, "credit": 0, "balance": 0})
-        for k in ("debit", "credit", "balance"):
-            t[k] += r[k]
     columns = ["account", "name", "type", "currency", "debit", "credit", "balance"]
-    emit_rows([*rows, *totals.values()] if fmt == "table" else rows, columns, fmt, right=columns[4:])
+    emit_rows(with_totals(rows) if fmt == "table" else rows, columns, fmt, right=columns[4:])
 
 
 @report.command("account")

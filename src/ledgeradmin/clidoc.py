@@ -21,11 +21,12 @@ def _commands(group: click.Group, prefix: list[str]):
 
 
 def _help(path: list[str], cmd: click.Command) -> str:
-    parent = None
-    for i in range(1, len(path)):
-        parent = click.Context(main if i == 1 else cmd, info_name=" ".join(path[:i]), parent=parent)
-    ctx = click.Context(cmd, info_name=path[-1], parent=parent, max_content_width=100, terminal_width=100)
-    return cmd.get_help(ctx)
+    """The --help text of ``cmd``, as `ledgeradmin … --help` prints it at 100 columns."""
+    ctx = main.make_context("ledgeradmin", [], resilient_parsing=True, max_content_width=100, terminal_width=100)
+    for name in path[1:]:
+        sub = ctx.command.get_command(ctx, name)
+        ctx = sub.make_context(name, [], parent=ctx, resilient_parsing=True)
+    return ctx.command.get_help(ctx)
 
 
 def reference() -> str:

@@ -23,7 +23,7 @@ from .install import install
 from .localpg import LocalPostgres
 from .migrate import migrate
 from .output import table
-from .report import trial_balance
+from .report import trial_balance, with_totals
 from .resources import examples_dir
 from .status import status
 from .verify import verify
@@ -98,15 +98,8 @@ def _tour(dsn: str, echo) -> None:
         result = verify(conn, config)
         echo(verify_text(result))
         _section(echo, "9. ledgeradmin report trial-balance")
-        tb = trial_balance(conn)
         cols = ["account", "name", "currency", "debit", "credit", "balance"]
-        totals: dict[str, dict] = {}
-        for r in tb:
-            t = totals.setdefault(r["currency"], {"account": "TOTAL", "name": "", "currency": r["currency"],
-                                                  "debit": 0, "credit": 0, "balance": 0})
-            for k in ("debit", "credit", "balance"):
-                t[k] += r[k]
-        echo(table([*tb, *totals.values()], cols, right=cols[3:]))
+        echo(table(with_totals(trial_balance(conn)), cols, right=cols[3:]))
         if not result.ok:
             raise RuntimeError("the demo ended out of sync")
 

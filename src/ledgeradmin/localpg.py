@@ -206,6 +206,19 @@ class LocalPostgres:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
+    SHUTDOWN_MODES = ("smart", "fast", "immediate")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server with pg_ctl's shutdown ``mode`` and start it again on the same
+        data directory. ``"immediate"`` is a crash: no checkpoint, the server replays its
+        WAL when it starts (crash recovery); connections are cut either way."""
+        if mode not in self.SHUTDOWN_MODES:
+            raise ValueError(f"shutdown mode must be one of {', '.join(self.SHUTDOWN_MODES)}, not {mode!r}")
+        if not self._running or self.dir is None:
+            raise LocalPgError("the local PostgreSQL server is not started")
+        self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.datadir))
+        self._run("pg_ctl", "start", "-w", "-t", "120", "-D", str(self.datadir), "-l", str(self.logfile))
+
     def __enter__(self) -> LocalPostgres:
         return self.start()
 

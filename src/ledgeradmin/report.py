@@ -27,6 +27,17 @@ def trial_balance(conn: psycopg.Connection, as_of: dt.date | None = None) -> lis
         return cur.fetchall()
 
 
+def with_totals(rows: list[dict]) -> list[dict]:
+    """Trial balance rows followed by one TOTAL row per currency (for people)."""
+    totals: dict[str, dict] = {}
+    for r in rows:
+        t = totals.setdefault(r["currency"], {"account": "TOTAL", "name": "", "type": "", "currency": r["currency"],
+                                              "debit": 0, "credit": 0, "balance": 0})
+        for k in ("debit", "credit", "balance"):
+            t[k] += r[k]
+    return [*rows, *totals.values()]
+
+
 def account_ledger(
     conn: psycopg.Connection, account: str, date_from: dt.date | None = None, date_to: dt.date | None = None
 ) -> Iterator[dict]:
