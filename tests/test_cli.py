@@ -107,6 +107,7 @@ def test_install_then_status_then_reinstall(dsn, conn):
         "installed rule requisition (public.purchase_requisitions)",
         "installed rule payment (public.payment_vouchers)",
         "installed rule manufacturing (public.manufacturing_orders)",
+        "10 account(s) added or changed in ledger.account",
     ])
     assert posting_functions(conn) == {f"post_{r}" for r in SHOP_RULES}
 
@@ -119,6 +120,11 @@ def test_install_then_status_then_reinstall(dsn, conn):
     assert sorted(again.stdout.splitlines()) == sorted(f"unchanged rule {r} ({s})" for r, s in [
         ("sale", "public.sales"), ("requisition", "public.purchase_requisitions"),
         ("payment", "public.payment_vouchers"), ("manufacturing", "public.manufacturing_orders")])
+
+    conn.execute("ALTER TABLE public.sales DISABLE TRIGGER ledgeradmin_sale_update")
+    repaired = cli("install", dsn, "--rule", "sale")
+    assert repaired.stdout.splitlines() == ["repaired triggers of rule sale (public.sales)"]
+    assert cli("status", dsn).exit_code == 0
 
     insert_sale(conn)
     assert entry_count(conn) == 1

@@ -1,7 +1,7 @@
 -- Samples behind the whole-ledger checks: unbalanced entry ids and duplicated live keys.
 SELECT 'unbalanced' AS problem, u.entry_id::text AS item
 FROM (SELECT l.entry_id
-      FROM ledger.line AS l
+      FROM ledger.line AS l {{lines}}
       GROUP BY l.entry_id, l.currency
       HAVING sum(l.debit) <> sum(l.credit)
       ORDER BY l.entry_id
@@ -10,7 +10,7 @@ UNION ALL
 SELECT 'duplicate_live_keys', dup.rule || ':' || dup.source_key
 FROM (SELECT e.rule, e.source_key
       FROM ledger.entry AS e
-      WHERE e.reverses IS NULL
+      WHERE e.reverses IS NULL {{entries}}
         AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
       GROUP BY e.rule, e.source_key
       HAVING count(*) > 1

@@ -4,7 +4,7 @@
         v_key := NULL;
         BEGIN
             IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                FOR v_row IN SELECT {{columns}} FROM new_rows AS r LOOP
+                FOR v_row IN SELECT {{row_columns}} FROM new_rows AS r LOOP
                     v_key := {{row_key_text}};
 {{reconcile_row}};
                 END LOOP;

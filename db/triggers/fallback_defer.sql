@@ -2,7 +2,7 @@
 -- one by one, each in its own subtransaction: the good rows post, each bad row is recorded
 -- in ledger.failure for `ledgeradmin backfill`, and the write commits.
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            FOR v_row IN SELECT {{columns}} FROM new_rows AS r LOOP
+            FOR v_row IN SELECT {{row_columns}} FROM new_rows AS r LOOP
                 v_key := {{row_key_text}};
                 BEGIN
 {{reconcile_row}};

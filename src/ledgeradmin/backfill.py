@@ -134,6 +134,7 @@ def backfill(
     started = time.monotonic()
     if dry_run:
         return _dry_run(conn, config, names, limit, detailed, max_keys, started)
+    _require_installed(conn, config, names)
     budget = [limit]
     summaries = []
     for rule in config.select(names):
@@ -152,6 +153,21 @@ def backfill(
         if budget[0] == 0:
             break
     return BackfillResult(summaries, False, budget[0] == 0, time.monotonic() - started)
+
+
+def _require_installed(conn, config: Config, names) -> None:
+    """Backfill posts through the installed SQL's shared pieces and the accounts of the
+    config: it refuses rules that are not installed as the config says (a disabled
+    trigger is fine: repairing an outage is what backfill is for)."""
+    from .status import status
+
+    bad = [s for s in status(conn, config, names) if s.state not in ("ok", "DISABLED", "NOT IN CONFIG")]
+    if bad:
+        raise LedgerError(
+            "backfill needs the rules installed as configured: "
+            + "; ".join(f"{s.rule} is {s.state}" for s in bad),
+            hint="run `ledgeradmin install` first (`ledgeradmin status` shows why)",
+        )
 
 
 def _estimate_rows(conn, target: catalog.Target) -> int:
@@ -331,7 +347,7 @@ def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, 
     summaries = []
     remaining = limit
     for r in result.rules:
-        s = RuleSummary(r.rule, r.source, scanned=r.eligible or 0)
+        s = RuleSummary(r.rule, r.source, scanned=r.eligible or 0, failed=r.failed or 0)
         for attr, count in (("posted", r.missing), ("reversed", r.orphaned), ("reposted", r.drifted)):
             n = count or 0
             if remaining is not None:

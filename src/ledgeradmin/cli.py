@@ -143,9 +143,12 @@ def install(dsn, config_path, rules, dry_run) -> None:
     with connect(dsn) as conn:
         result = run(conn, config, rules, dry_run=dry_run)
     prefix = "dry run, rolled back: " if dry_run else ""
-    for label, names in (("installed", result.installed), ("updated", result.updated), ("unchanged", result.unchanged)):
+    for label, names in (("installed", result.installed), ("updated", result.updated),
+                         ("repaired triggers of", result.repaired), ("unchanged", result.unchanged)):
         for name in names:
             click.echo(f"{prefix}{label} rule {name} ({config.rules[name].source})")
+    if result.accounts_changed:
+        click.echo(f"{prefix}{result.accounts_changed} account(s) added or changed in ledger.account")
 
 
 @main.command()

@@ -203,12 +203,17 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
 
     one_key = one_key_sql(target, "v_key")
     one_row = "(SELECT (v_row).*)"
-    columns = ", ".join(f"r.{sql.Identifier(c).as_string(None)}" for c in target.columns)
+    # A plain table's transition rows have its own row type: `*` keeps the function valid
+    # when columns are added. Partitions may order their columns differently from the
+    # parent: there the columns are named, in the parent's order.
+    row_columns = "*"
+    if target.partitions:
+        row_columns = ", ".join(f"r.{sql.Identifier(c).as_string(None)}" for c in target.columns)
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
         key_text=key_text(target),
         row_key_text=key_text(target, "v_row"),
-        columns=columns,
+        row_columns=row_columns,
         rule=literal(rule.name),
         source_label=literal(target.label),
         key_display=key_display(target, "v_key"),

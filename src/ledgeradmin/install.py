@@ -15,6 +15,7 @@ from . import catalog, compiler
 from .config import Config
 from .errors import ConfigError, LedgerError
 from .migrate import require_schema
+from .status import status
 
 HEADER = "-- ledgeradmin install script. Apply in one transaction; re-applying is harmless."
 
@@ -80,11 +81,9 @@ class InstallResult:
     installed: list[str] = field(default_factory=list)  # new rules
     updated: list[str] = field(default_factory=list)  # checksum changed
     unchanged: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # same SQL, but triggers were missing or disabled
+    accounts_changed: int = 0  # accounts added or renamed/retyped
     dry_run: bool = False
-
-
-def _installed_checksums(conn: psycopg.Connection) -> dict[str, str]:
-    return dict(conn.execute("SELECT name, checksum FROM ledger.rule").fetchall())
 
 
 def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bool = False) -> InstallResult:
@@ -98,17 +97,21 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
     result = InstallResult(dry_run=dry_run)
     try:
         with conn.transaction(force_rollback=dry_run):
-            before = _installed_checksums(conn)
+            before = {st.rule: st for st in status(conn, config, names)}
             s = script(conn, config, names)
             with conn.cursor() as cur:
                 for statement in s.statements():
                     cur.execute(statement)
+                    if statement.startswith("INSERT INTO ledger.account"):
+                        result.accounts_changed = cur.rowcount
             for r in s.rules:
-                name = r.rule.name
-                if name not in before:
+                name, was = r.rule.name, before.get(r.rule.name)
+                if was is None or was.state in ("MISSING", "NO SOURCE") and not was.registered:
                     result.installed.append(name)
-                elif before[name] != r.checksum:
+                elif was.state == "OUTDATED" or was.checksum != r.checksum:
                     result.updated.append(name)
+                elif was.state != "ok":
+                    result.repaired.append(name)
                 else:
                     result.unchanged.append(name)
     except psycopg.Error as exc:

@@ -10,7 +10,7 @@ import click
 
 def table(rows: Sequence[dict], columns: Sequence[str], right: Sequence[str] = ()) -> str:
     """Aligned plain-text table; ``right`` columns are right-aligned (numbers)."""
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    cells = [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
 
     def fmt(values: Sequence[str]) -> str:

@@ -25,6 +25,11 @@ class RuleStatus:
     up_to_date: bool  # installed SQL equals what the config compiles to today
     state: str  # ok | MISSING | DISABLED | OUTDATED | NO SOURCE | NOT IN CONFIG
     detail: str = ""
+    checksum: str | None = None  # recorded at the last install (None: never installed)
+
+    @property
+    def registered(self) -> bool:
+        return self.checksum is not None
 
     @property
     def ok(self) -> bool:
@@ -48,13 +53,15 @@ def status(conn: psycopg.Connection, config: Config, names=None) -> list[RuleSta
         for name in sorted(set(registry) - set(config.rules)):
             out.append(
                 RuleStatus(name, registry[name][0], "?", True, True, False, "NOT IN CONFIG",
-                           "installed, but not in the config: `ledgeradmin uninstall --rule " + name + "`")
+                           "installed, but not in the config: `ledgeradmin uninstall --rule " + name + "`",
+                           registry[name][1])
             )
     return out
 
 
 def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
-    base = dict(rule=rule.name, source=rule.source, on_error=rule.on_error)
+    base = dict(rule=rule.name, source=rule.source, on_error=rule.on_error,
+                checksum=registered[1] if registered else None)
     try:
         target = catalog.resolve(conn, rule)
     except ConfigError as exc:

@@ -19,7 +19,7 @@ from psycopg import IsolationLevel
 from . import catalog, compiler
 from .compiler import fill, literal, template
 from .config import Config, Rule
-from .errors import ConfigError, LedgerError
+from .errors import ConfigError
 from .status import OK, status
 
 CATEGORIES = ("missing", "orphaned", "drifted")
@@ -137,7 +137,7 @@ def verify(
             catalog.pin_settings(conn)
             states = {s.rule: s for s in status(conn, config, names)}
             reports = [_verify_rule(conn, rule, states[rule.name].state, since, detailed, max_keys) for rule in rules]
-            ledger = _verify_ledger(conn, detailed, max_keys)
+            ledger = _verify_ledger(conn, since, detailed, max_keys)
     finally:
         conn.isolation_level, conn.read_only = saved
     return VerifyResult(reports, ledger, since, time.monotonic() - started)
@@ -153,11 +153,6 @@ def _postings(rule: Rule, since: dt.date | None) -> str:
 def _source(rule: Rule, target: catalog.Target, since: dt.date | None) -> str:
     if since is None:
         return target.ident
-    if not rule.date:
-        raise LedgerError(
-            f'rule "{rule.name}" has no date expression: --since cannot select its recent rows',
-            hint="give the rule a date, or verify it without --since",
-        )
     return f"(SELECT * FROM {target.ident} AS r WHERE ({rule.date}) >= {literal(since.isoformat())}::date)"
 
 
@@ -168,6 +163,8 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
     except ConfigError as exc:
         report.error = exc.message
         return report
+    if not rule.date:
+        since = None  # no date to select recent rows by: such a rule is always checked whole
     parts = dict(
         desired=compiler.desired_sql(rule, target, _source(rule, target, since)),
         postings=_postings(rule, since),
@@ -196,13 +193,20 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
     return report
 
 
-def _verify_ledger(conn, detailed: bool, max_keys: int) -> LedgerReport:
-    entries, unbalanced, dup, unlinked = conn.execute(template("queries/verify_ledger.sql")).fetchone()
+def _verify_ledger(conn, since: dt.date | None, detailed: bool, max_keys: int) -> LedgerReport:
+    filters = {"entries": "", "lines": ""}
+    if since is not None:
+        day = f"{literal(since.isoformat())}::date"
+        filters = {
+            "entries": f"AND e.effective_at >= {day}",
+            "lines": f"JOIN ledger.entry AS since_e ON since_e.id = l.entry_id AND since_e.effective_at >= {day}",
+        }
+    entries, unbalanced, dup, unlinked = conn.execute(fill(template("queries/verify_ledger.sql"), **filters)).fetchone()
     report = LedgerReport(entries, unbalanced, dup, unlinked)
-    for currency, debit, credit in conn.execute(template("queries/trial_balance.sql")):
+    for currency, debit, credit in conn.execute(fill(template("queries/trial_balance.sql"), lines=filters["lines"])):
         report.trial_balance[currency] = debit - credit
     if detailed and (unbalanced or dup):
-        query = fill(template("queries/verify_ledger_details.sql"), limit=str(int(max_keys)))
+        query = fill(template("queries/verify_ledger_details.sql"), limit=str(int(max_keys)), **filters)
         for problem, item in conn.execute(query):
             report.keys.setdefault(problem, []).append(item)
     return report
