@@ -1,0 +1,2 @@
+-- Rollback of 0001: drops the sales table.
+DROP TABLE public.sales;
