@@ -43,10 +43,11 @@ def run(dsn: str | None = None, keep: bool = False, echo: Callable[[str], None] 
     finally:
         if server is not None:
             if keep:
-                echo(f"\nThe server keeps running. Explore with:\n  psql \"{dsn}\"\n"
-                     f"Stop it with:\n  {server.bindir}/pg_ctl stop -D {server.datadir}"
-                     + (f"  (as user {server.os_user})" if getattr(server, "os_user", None) else ""))
-                server.keep = True
+                stop = f"{server.bindir}/pg_ctl stop -D {server.datadir}"
+                if server.os_user:
+                    stop = f"runuser -u {server.os_user} -- {stop}"
+                echo(f"\nThe server keeps running. Explore with:\n  psql \"{dsn}\"\nStop it with:\n  {stop}")
+                server.detach()
             else:
                 server.stop()
                 echo("\nThrowaway server stopped and removed.")

@@ -206,6 +206,11 @@ class LocalPostgres:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
+    def detach(self) -> None:
+        """Leave the server running for good: stop() and the exit hook no longer touch it."""
+        atexit.unregister(self.stop)
+        self.dir = None
+
     SHUTDOWN_MODES = ("smart", "fast", "immediate")
 
     def restart(self, mode: str = "fast") -> None:
