@@ -8,6 +8,7 @@ not at the first sale.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -175,6 +176,42 @@ def expressions(rule: Rule) -> list[tuple[str, str, str]]:
     return out
 
 
+# Functions of time: stable within a transaction, yet a desired posting that uses them
+# changes by itself later (verify would report drift forever). Allowed in memo only.
+TIME_FUNCTIONS = ("now", "transaction_timestamp", "statement_timestamp", "clock_timestamp", "timeofday",
+                  "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime")
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$([A-Za-z_]*)\$.*?\$\1\$", re.S)
+_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_$]*)\s*(\()?")
+
+
+def called_names(expr: str) -> set[tuple[str, bool]]:
+    """(lower-case name, followed by '(') of every word outside literals and quoted names."""
+    bare = _QUOTED.sub(" ", expr)
+    return {(m.group(1).lower(), m.group(2) is not None) for m in _CALL.finditer(bare)}
+
+
+def check_determinism(conn: psycopg.Connection, rule: Rule) -> None:
+    """Refuse expressions whose value is not a function of the row: volatile functions
+    anywhere, functions of time in everything but memo. Trigger, backfill and verify
+    evaluate the expressions at different times and must agree."""
+    volatile = {r[0] for r in conn.execute("SELECT DISTINCT proname::text FROM pg_catalog.pg_proc WHERE provolatile = 'v'")}
+    ctx = f'rule "{rule.name}"'
+    for field, expr, _kind in expressions(rule):
+        for name, call in sorted(called_names(expr)):
+            if call and name in volatile:
+                raise ConfigError(
+                    f"{ctx}, field {field}: calls {name}(), which is volatile: a posting must depend on the row"
+                    " alone, or verify and backfill would disagree with the trigger",
+                    hint="declare your own function STABLE or IMMUTABLE if it is, or store the value in a column",
+                )
+            if field != "memo" and name in TIME_FUNCTIONS and (call or name.startswith(("current_", "local"))):
+                raise ConfigError(
+                    f"{ctx}, field {field}: uses {name}, which changes with time: the posting of a row would"
+                    " drift by itself",
+                    hint="use a column of the row (e.g. created_at); a rule without `date` is dated when it posts",
+                )
+
+
 def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
     """Plan every expression of the rule against its table; raise ConfigError naming the field.
 
@@ -185,6 +222,8 @@ def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> N
     for field, expr, kind in expressions(rule):
         probe = f"SELECT ({expr}) AS value FROM {target.ident} AS r LIMIT 0"
         oid = _probe(conn, probe, f"{ctx}, field {field}")
+        if kind == "amount":
+            _check_constant_amount(conn, expr, f"{ctx}, field {field}")
         allowed = _CATEGORIES[kind]
         if allowed is None:
             continue
@@ -194,6 +233,19 @@ def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> N
             raise ConfigError(
                 f"{ctx}, field {field}: {expr!r} is of type {typname}, expected {_CATEGORY_NAMES[allowed[0]]}"
             )
+
+
+def _check_constant_amount(conn: psycopg.Connection, expr: str, ctx: str) -> None:
+    """An amount that needs no row (a literal, say) is evaluated now: beyond numeric(20, 4)
+    it could never post."""
+    try:
+        with conn.transaction():
+            pin_settings(conn)
+            conn.cursor().execute(f"SELECT ({expr})::numeric(20, 4)", binary=True)
+    except psycopg.DataError as exc:
+        raise ConfigError(f"{ctx}: {exc.diag.message_primary}") from None
+    except psycopg.Error:
+        pass  # it refers to the row: checked per row when posting
 
 
 def check_query(conn: psycopg.Connection, query: str, ctx: str) -> None:

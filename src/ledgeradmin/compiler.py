@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import textwrap
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -19,7 +18,8 @@ from .config import Config, Rule
 from .resources import read_sql
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-AMOUNT_TYPE = "numeric(20, 4)"
+# ledger.line amounts are numeric(20, 4): rounded to 4 decimals, below 10^16.
+AMOUNT_SCALE, AMOUNT_LIMIT = 4, "1e16"
 
 
 def template(name: str) -> str:
@@ -41,6 +41,12 @@ def fill(text: str, **values: str) -> str:
 
 def literal(value: str) -> str:
     return sql.Literal(value).as_string(None)
+
+
+def statements(name: str, **values: str) -> list[str]:
+    """The statements of a multi-statement template, each filled. The template is split
+    before filling, so values (names, literals) can never split a statement."""
+    return [fill(statement, **values) for statement in split_statements(template(name))]
 
 
 def split_statements(text: str) -> list[str]:
@@ -136,7 +142,7 @@ def desired_sql(rule: Rule, target: Target, relation: str) -> str:
                 f"                   THEN '23503 account ' || quote_literal(x.accounts[{i}]) || "
                 f"' of line {i} is not in ledger.account'"
             )
-        value = f"({line.amount})::{AMOUNT_TYPE}"
+        value = f"({line.amount})::numeric"
         amounts.append(value if line.side == "debit" else f"-({value})")
     return fill(
         template("desired.sql"),
@@ -148,6 +154,10 @@ def desired_sql(rule: Rule, target: Target, relation: str) -> str:
         currency=rule.currency,
         accounts=", ".join(accounts),
         amounts=", ".join(amounts),
+        rounded=", ".join(
+            f"CASE WHEN abs(round(y.raw[{i}], {AMOUNT_SCALE})) < {AMOUNT_LIMIT} THEN round(y.raw[{i}], {AMOUNT_SCALE}) END"
+            for i in range(1, len(amounts) + 1)
+        ),
         balance=" + ".join(f"x.amounts[{i}]" for i in range(1, len(amounts) + 1)),
         lines_hash=" + ".join(
             f"CASE WHEN d.amounts[{i}] <> 0 THEN hashtextextended(d.accounts[{i}] || '=' || d.amounts[{i}], 0)::numeric"
@@ -176,8 +186,8 @@ def reconcile_sql(
     capped = limit is not None
     return fill(
         template("reconcile.sql"),
-        desired=textwrap.indent(desired_sql(rule, target, relation), "    "),
-        keys=textwrap.indent(keys, "    "),
+        desired=desired_sql(rule, target, relation),
+        keys=keys,
         rule=literal(rule.name),
         link_match=link_match(target),
         diff="x_all" if capped else "x",
@@ -194,9 +204,6 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     function = function_name(rule.name)
     trigger = trigger_prefix(rule.name)
     none = "(SELECT * FROM old_rows WHERE false)"
-
-    def block(text: str, depth: int) -> str:
-        return textwrap.indent(text, " " * depth)
 
     def keys(*relations: str) -> str:
         return "\nUNION\n".join(keys_sql(target, r) for r in relations)
@@ -217,8 +224,8 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         rule=literal(rule.name),
         source_label=literal(target.label),
         key_display=key_display(target, "v_key"),
-        reconcile_row=block(reconcile_sql(rule, target, one_row, one_key), 20),
-        reconcile_gone=block(reconcile_sql(rule, target, none, one_key), 20),
+        reconcile_row=reconcile_sql(rule, target, one_row, one_key),
+        reconcile_gone=reconcile_sql(rule, target, none, one_key),
     ).rstrip()
     create = fill(
         template("rule_function.sql"),
@@ -227,27 +234,23 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
-        reconcile_insert=block(reconcile_sql(rule, target, "new_rows", keys("new_rows")), 12),
-        reconcile_update=block(reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")), 12),
-        reconcile_delete=block(reconcile_sql(rule, target, none, keys("old_rows")), 12),
+        reconcile_insert=reconcile_sql(rule, target, "new_rows", keys("new_rows")),
+        reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
+        reconcile_delete=reconcile_sql(rule, target, none, keys("old_rows")),
         fallback=fallback,
     ).rstrip()
     body = create.split("$ledgeradmin$", 2)[1]
     triggers = []
     for relation in (target.ident, *target.partitions):
-        triggers += split_statements(
-            fill(template("rule_triggers.sql"), function=function, trigger=trigger, source=relation)
-        )
+        triggers += statements("rule_triggers.sql", function=function, trigger=trigger, source=relation)
     checksum = hashlib.sha256("\n;\n".join([create, *triggers]).encode()).hexdigest()[:16]
-    triggers += split_statements(
-        fill(
-            template("rule_register.sql"),
-            function=function,
-            rule=literal(rule.name),
-            source_label=literal(target.label),
-            on_error=literal(rule.on_error),
-            checksum=literal(checksum),
-        )
+    triggers += statements(
+        "rule_register.sql",
+        function=function,
+        rule=literal(rule.name),
+        source_label=literal(target.label),
+        on_error=literal(rule.on_error),
+        checksum=literal(checksum),
     )
     return CompiledRule(rule, target, function, trigger, body, (create, *triggers), checksum)
 
@@ -256,7 +259,7 @@ def core_statements() -> list[str]:
     """The shared functions every posting function calls (idempotent)."""
     out: list[str] = []
     for name in ("record_failure.sql", "posting_problem.sql"):
-        out += split_statements(template(name))
+        out += statements(name)
     return out
 
 
@@ -266,10 +269,8 @@ def accounts_statement(config: Config) -> list[str]:
     values = ",\n       ".join(
         f"({literal(a.code)}, {literal(a.name)}, {literal(a.type)})" for a in config.accounts.values()
     )
-    return split_statements(fill(template("accounts_sync.sql"), values=values))
+    return statements("accounts_sync.sql", values=values)
 
 
 def uninstall_statements(rule_name: str) -> list[str]:
-    return split_statements(
-        fill(template("rule_uninstall.sql"), function=function_name(rule_name), rule=literal(rule_name))
-    )
+    return statements("rule_uninstall.sql", function=function_name(rule_name), rule=literal(rule_name))

@@ -54,6 +54,7 @@ def compile_rules(conn: psycopg.Connection, config: Config, names=None) -> list[
         try:
             target = catalog.resolve(conn, rule)
             catalog.check_expressions(conn, rule, target)
+            catalog.check_determinism(conn, rule)
             c = compiler.compile_rule(rule, target)
             catalog.check_query(
                 conn,

@@ -136,7 +136,8 @@ def verify(
         with conn.transaction(force_rollback=True):
             catalog.pin_settings(conn)
             states = {s.rule: s for s in status(conn, config, names)}
-            reports = [_verify_rule(conn, rule, states[rule.name].state, since, detailed, max_keys) for rule in rules]
+            reports = [_verify_rule_safely(conn, rule, states[rule.name].state, since, detailed, max_keys)
+                       for rule in rules]
             ledger = _verify_ledger(conn, since, detailed, max_keys)
     finally:
         conn.isolation_level, conn.read_only = saved
@@ -156,6 +157,26 @@ def _source(rule: Rule, target: catalog.Target, since: dt.date | None) -> str:
     return f"(SELECT * FROM {target.ident} AS r WHERE ({rule.date}) >= {literal(since.isoformat())}::date)"
 
 
+def _verify_rule_safely(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int) -> RuleReport:
+    """One rule in a savepoint: a row whose expressions cannot even be evaluated (say a
+    date beyond the timestamp range) makes this rule's report an error, not verify's."""
+    try:
+        with conn.transaction():
+            return _verify_rule(conn, rule, trigger, since, detailed, max_keys)
+    except psycopg.DataError as exc:
+        report = RuleReport(rule.name, rule.source, trigger=trigger,
+                            error=f"could not evaluate the rule on every row: {exc.diag.message_primary}"
+                                  f" (SQLSTATE {exc.sqlstate}); `ledgeradmin backfill` records the rows at fault")
+        report.failed = _failed(conn, rule)
+        return report
+
+
+def _failed(conn, rule: Rule) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM ledger.failure WHERE rule = %s AND resolved_at IS NULL", (rule.name,)
+    ).fetchone()[0]
+
+
 def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int) -> RuleReport:
     report = RuleReport(rule.name, rule.source, trigger=trigger)
     try:
@@ -172,9 +193,7 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
     )
     row = conn.execute(fill(template("queries/verify_rule.sql"), **parts)).fetchone()
     report.eligible, report.posted, report.missing, report.orphaned, report.drifted = row
-    report.failed = conn.execute(
-        "SELECT count(*) FROM ledger.failure WHERE rule = %s AND resolved_at IS NULL", (rule.name,)
-    ).fetchone()[0]
+    report.failed = _failed(conn, rule)
     if detailed:
         for category in CATEGORIES:
             if getattr(report, category):
