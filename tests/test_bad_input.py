@@ -828,7 +828,7 @@ def test_ledger_reader_reads_the_journal_and_nothing_else(shop, dsn, conn):
             for statement in ("SELECT * FROM public.sales", "SELECT * FROM ledger.posting",
                               "SELECT * FROM ledger.rule", "SELECT * FROM ledger._yoyo_migration",
                               "SELECT nextval('ledger.entry_id_seq')", "SELECT ledger.post_sale()",
-                              "SELECT ledger.posting_problem('23514 x')", "CREATE TABLE ledger.mine (x int)",
+                              "SELECT ledger.posting_problem('23514 x', NULL)", "CREATE TABLE ledger.mine (x int)",
                               "INSERT INTO ledger.entry (rule, source_key, effective_at) VALUES ('x', 'y', now())"):
                 with pytest.raises(errors.InsufficientPrivilege):
                     reader.execute(statement)

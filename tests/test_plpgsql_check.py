@@ -86,7 +86,7 @@ def test_plpgsql_check_finds_no_error_in_any_ledger_function(checked):
     expected_posting = {f"ledger.post_{r}()" for r in ("sale", "requisition", "payment", "manufacturing",
                                                        "gift_card", "shipment", "event")}
     assert expected_posting <= set(names), names
-    assert {"ledger.refuse_change()", "ledger.posting_problem(text)"} <= set(names), names
+    assert {"ledger.refuse_change()", "ledger.posting_problem(text,numeric[])"} <= set(names), names
     errors, warnings = [], []
     for oid, name, is_trigger, relid, old, new in functions:
         assert not is_trigger or relid is not None, f"{name}: a trigger function on no table"

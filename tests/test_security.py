@@ -220,7 +220,7 @@ def test_app_role_has_no_privileges_on_schema_ledger(shop, app):
 CALLS = {
     "post_sale": "SELECT ledger.post_sale()",
     "record_failure": "SELECT ledger.record_failure('sale', '1', '23514', 'forged', NULL, NULL)",
-    "posting_problem": "SELECT ledger.posting_problem('23514 forged')",
+    "posting_problem": "SELECT ledger.posting_problem('23514 forged', NULL)",
     "refuse_change": "SELECT ledger.refuse_change()",
 }
 

@@ -33,10 +33,7 @@ FROM (
                    THEN '22004 the account of line ' || array_position(x.accounts, NULL) || ' is NULL'
 {{account_checks}}
                WHEN {{balance}} <> 0
-                   THEN '23514 unbalanced: debits '
-                        || (SELECT sum(greatest(v, 0)) FROM unnest(x.amounts) AS v)
-                        || ' <> credits '
-                        || (SELECT sum(greatest(-v, 0)) FROM unnest(x.amounts) AS v)
+                   THEN '23514 unbalanced'  -- ledger.posting_problem adds the sums
            END AS problem
     FROM (
         SELECT y.*, ARRAY[{{rounded}}]::numeric[] AS amounts

@@ -27,7 +27,7 @@ WITH d AS MATERIALIZED (
                d.effective_at, d.memo, d.currency, d.accounts, d.amounts, d.fingerprint
         FROM d
         FULL JOIN c ON c.source_key = d.source_key
-        WHERE CASE WHEN d.problem IS NOT NULL THEN ledger.posting_problem(d.problem)
+        WHERE CASE WHEN d.problem IS NOT NULL THEN ledger.posting_problem(d.problem, d.amounts)
                    ELSE c.fingerprint IS DISTINCT FROM d.fingerprint END
         OFFSET 0
     ) AS y
