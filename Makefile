@@ -22,8 +22,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ledgeradmin demo
 
+# make bench BENCH_ARGS="--quick" (≤ 2 min) | "--only oltp" | see bench/run.py --help
 bench: $(STAMP)
-	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .hypothesis

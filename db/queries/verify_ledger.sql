@@ -5,7 +5,7 @@ SELECT
     (SELECT count(*) FROM ledger.entry AS e WHERE true {{entries}}) AS entries,
     (SELECT count(*)
      FROM (SELECT l.entry_id
-           FROM ledger.line AS l {{lines}}
+           FROM {{lines}} AS l
            GROUP BY l.entry_id, l.currency
            HAVING sum(l.debit) <> sum(l.credit)) AS u) AS unbalanced,
     (SELECT count(*)

@@ -1,7 +1,7 @@
 -- Samples behind the whole-ledger checks: unbalanced entry ids and duplicated live keys.
 SELECT 'unbalanced' AS problem, u.entry_id::text AS item
 FROM (SELECT l.entry_id
-      FROM ledger.line AS l {{lines}}
+      FROM {{lines}} AS l
       GROUP BY l.entry_id, l.currency
       HAVING sum(l.debit) <> sum(l.credit)
       ORDER BY l.entry_id

@@ -47,7 +47,9 @@ FROM (
                    ARRAY[{{amounts}}]::numeric[] AS raw
             FROM {{relation}} AS r
             WHERE ({{when}}) IS TRUE
+            OFFSET 0  -- each expression of the rule evaluated once per row
         ) AS y
+        OFFSET 0
     ) AS x
     WHERE NOT (x.amounts <@ ARRAY[0]::numeric[])
     OFFSET 0  -- keeps the problem column computed once per row

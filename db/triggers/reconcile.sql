@@ -38,10 +38,13 @@ WITH d AS MATERIALIZED (
     FROM x
     WHERE x.old_entry_id IS NOT NULL
 ), rev_lines AS (
+    -- The lines reversed are fetched by index for the entries reversed (= ANY of an array:
+    -- never a scan of ledger.line, whatever the planner thinks x holds).
     INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
     SELECT x.rev_entry_id, l.line_no, l.account, l.currency, l.credit, l.debit
-    FROM x
-    JOIN ledger.line AS l ON l.entry_id = x.old_entry_id
+    FROM ledger.line AS l
+    JOIN x ON x.old_entry_id = l.entry_id
+    WHERE l.entry_id = ANY (ARRAY(SELECT x.old_entry_id FROM x WHERE x.old_entry_id IS NOT NULL))
 ), new AS (
     INSERT INTO ledger.entry (id, rule, source_key, effective_at, memo)
     OVERRIDING SYSTEM VALUE
@@ -57,15 +60,13 @@ WITH d AS MATERIALIZED (
       AND l.amount <> 0
 ), unlinked AS (
     DELETE FROM ledger.posting AS p
-    USING x
-    WHERE p.entry_id = x.old_entry_id
-      AND NOT x.post
+    WHERE p.entry_id = ANY (ARRAY(SELECT x.old_entry_id FROM x WHERE x.old_entry_id IS NOT NULL AND NOT x.post))
 ), relinked AS (
     UPDATE ledger.posting AS p
     SET entry_id = x.new_entry_id, fingerprint = x.fingerprint
     FROM x
     WHERE p.entry_id = x.old_entry_id
-      AND x.post
+      AND p.entry_id = ANY (ARRAY(SELECT x.old_entry_id FROM x WHERE x.old_entry_id IS NOT NULL AND x.post))
 ), linked AS (
     INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
     SELECT {{rule}}, x.key_num, x.source_key, x.new_entry_id, x.fingerprint

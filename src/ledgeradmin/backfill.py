@@ -234,21 +234,27 @@ def _reverse_gone(conn, batch: _Batch, lo, hi, batch_size: int, summary, budget)
     """Reverse the live postings whose source row is gone, with keys in (lo, hi], chunk by
     chunk. Integer keys walk key_num; other keys walk the text key (one anti-join per chunk)."""
     order = "p.key_num" if batch.target.integer_key else "p.source_key"
-    query = fill(
-        template("queries/backfill_gone.sql"),
-        rule=literal(batch.rule.name),
-        source=batch.target.ident,
-        row_match=_row_match(batch.target, "p.source_key"),
-        range=f"({order} > %(lo)s OR %(lo)s IS NULL) AND ({order} <= %(hi)s OR %(hi)s IS NULL)",
-        order=order,
-        limit=str(batch_size),
-    )
+
+    def query(lower: bool) -> str:
+        # Only the bounds there are, never `x > $1 OR $1 IS NULL`: a prepared statement's
+        # generic plan could not use the index for that.
+        bounds = [f"{order} > %(lo)s"] * lower + [f"{order} <= %(hi)s"] * (hi is not None)
+        return fill(
+            template("queries/backfill_gone.sql"),
+            rule=literal(batch.rule.name),
+            source=batch.target.ident,
+            row_match=_row_match(batch.target, "p.source_key"),
+            range=" AND ".join(bounds) or "true",
+            order=order,
+            limit=str(batch_size),
+        )
+
     cursor = lo
     while budget[0] != 0:
         def chunk() -> list[tuple]:
             with conn.transaction():
                 catalog.pin_settings(conn)
-                gone = conn.execute(query, {"lo": cursor, "hi": hi}).fetchall()
+                gone = conn.execute(query(cursor is not None), {"lo": cursor, "hi": hi}).fetchall()
                 _reconcile(conn, batch, [], gone, summary, budget)
             return gone
 

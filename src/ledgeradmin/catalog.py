@@ -26,6 +26,7 @@ PINNED_SETTINGS = {
     "DateStyle": "ISO, YMD",
     "IntervalStyle": "postgres",
     "extra_float_digits": "1",
+    "jit": "off",  # compiling costs more than it saves on these statements
 }
 
 

@@ -213,12 +213,15 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
 
 
 def _verify_ledger(conn, since: dt.date | None, detailed: bool, max_keys: int) -> LedgerReport:
-    filters = {"entries": "", "lines": ""}
+    filters = {"entries": "", "lines": "ledger.line"}
     if since is not None:
         day = f"{literal(since.isoformat())}::date"
         filters = {
             "entries": f"AND e.effective_at >= {day}",
-            "lines": f"JOIN ledger.entry AS since_e ON since_e.id = l.entry_id AND since_e.effective_at >= {day}",
+            # the lines of recent entries, each fetched by index (LATERAL): never a line scan
+            "lines": "(SELECT l1.* FROM ledger.entry AS e1 CROSS JOIN LATERAL"
+                     " (SELECT * FROM ledger.line AS l0 WHERE l0.entry_id = e1.id) AS l1"
+                     f" WHERE e1.effective_at >= {day})",
         }
     entries, unbalanced, dup, unlinked = conn.execute(fill(template("queries/verify_ledger.sql"), **filters)).fetchone()
     report = LedgerReport(entries, unbalanced, dup, unlinked)
