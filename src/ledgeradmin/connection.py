@@ -53,8 +53,3 @@ def redact(text: str, conninfo: str | None = None) -> str:
     text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1********@", text)
     return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1********", text, flags=re.I)
 
-
-def describe(conn: psycopg.Connection) -> str:
-    """user@host:port/dbname of a connection, for messages (never the password)."""
-    info = conn.info
-    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
