@@ -6,10 +6,11 @@ known only once the server runs). pytest-postgresql builds a template database b
 running TEMPLATE_LOADERS once; every test that asks for `dsn` gets a fresh
 `CREATE DATABASE … TEMPLATE` copy, dropped after the test.
 
-Fixtures: pg_server (session), dsn, conn, connect.
+Fixtures: pg_server (session), dsn, other_dsn, conn, connect, shop_config, shop.
 """
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,21 +72,33 @@ def pg_endpoint(pg_server: LocalPostgres) -> SimpleNamespace:
 pg_template = factories.postgresql_noproc(dbname="ledgeradmin_test", depends_on="pg_endpoint", load=[_load_template])
 
 
-@pytest.fixture
-def dsn(pg_template) -> Iterator[str]:
-    """Conninfo of a fresh database copied from the template; dropped after the test."""
+@contextmanager
+def fresh_database(pg_template, name: str) -> Iterator[str]:
+    """A database copied from the template, dropped afterwards; yields its conninfo."""
     janitor = DatabaseJanitor(
         user=pg_template.user,
         host=pg_template.host,
         port=pg_template.port,
-        dbname=pg_template.dbname,
+        dbname=name,
         template_dbname=pg_template.template_dbname,
         maintenance_dbname=pg_template.maintenance_dbname,
     )
     with janitor:  # drop() terminates whatever connections a test left open
-        yield make_conninfo(
-            host=pg_template.host, port=str(pg_template.port), user=pg_template.user, dbname=pg_template.dbname
-        )
+        yield make_conninfo(host=pg_template.host, port=str(pg_template.port), user=pg_template.user, dbname=name)
+
+
+@pytest.fixture
+def dsn(pg_template) -> Iterator[str]:
+    """Conninfo of a fresh database copied from the template; dropped after the test."""
+    with fresh_database(pg_template, pg_template.dbname) as conninfo:
+        yield conninfo
+
+
+@pytest.fixture
+def other_dsn(pg_template) -> Iterator[str]:
+    """A second fresh database (shop schema, ledger migrated), next to `dsn`."""
+    with fresh_database(pg_template, f"{pg_template.dbname}_other") as conninfo:
+        yield conninfo
 
 
 @pytest.fixture

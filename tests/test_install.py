@@ -19,7 +19,6 @@ import pytest
 from click.testing import CliRunner
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from ledgeradmin.cli import main
 from ledgeradmin.config import load_config
@@ -195,18 +194,6 @@ def psql(dsn: str, *files: Path) -> None:
             [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-d", dsn, "-f", str(f)],
             check=True, capture_output=True, text=True,
         )
-
-
-@pytest.fixture
-def other_dsn(pg_template):
-    """A second fresh database (shop schema, ledger migrated), next to `dsn`."""
-    name = f"{pg_template.dbname}_other"
-    janitor = DatabaseJanitor(
-        user=pg_template.user, host=pg_template.host, port=pg_template.port, dbname=name,
-        template_dbname=pg_template.template_dbname, maintenance_dbname=pg_template.maintenance_dbname,
-    )
-    with janitor:
-        yield make_conninfo(host=pg_template.host, port=str(pg_template.port), user=pg_template.user, dbname=name)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from ledgeradmin.config import load_config
 from ledgeradmin.install import install
@@ -143,18 +142,6 @@ def roles(conn):
     for name in r.made:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(ident(name)))
         conn.execute(sql.SQL("DROP ROLE {}").format(ident(name)))
-
-
-@pytest.fixture
-def other_dsn(pg_template):
-    """A second fresh database (shop schema, ledger migrated), next to `dsn`."""
-    name = f"{pg_template.dbname}_clean"
-    janitor = DatabaseJanitor(
-        user=pg_template.user, host=pg_template.host, port=pg_template.port, dbname=name,
-        template_dbname=pg_template.template_dbname, maintenance_dbname=pg_template.maintenance_dbname,
-    )
-    with janitor:
-        yield make_conninfo(host=pg_template.host, port=str(pg_template.port), user=pg_template.user, dbname=name)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ so they cannot disagree about what a row should post.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 AMOUNT_SCALE, AMOUNT_LIMIT = 4, "1e16"
 
 
+@functools.lru_cache(maxsize=None)
 def template(name: str) -> str:
     """A template of db/ (``triggers/x.sql`` by default folder) without its leading comment block."""
     lines = read_sql(name if "/" in name else f"triggers/{name}").splitlines()
