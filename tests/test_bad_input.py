@@ -604,7 +604,8 @@ def test_client_time_zone_changes_nothing(dsn, conn, column, kind):
 #: Argument types of the shadow functions planted for every function name the posting
 #: functions call (one and two arguments), and of the shadow operators.
 PLANTED_SIGNATURES = ("text", "numeric", "bigint", "anyelement", "text[]", "numeric[]", "text, text",
-                      "numeric, numeric", "bigint, bigint", "anyarray, anyelement", "text, integer")
+                      "numeric, numeric", "bigint, bigint", "anyarray, anyelement", "text, integer", "text, bigint",
+                      "numeric, bigint", "numeric, integer", "double precision, bigint", "text, timestamptz")
 PLANTED_OPERATORS = ("=", "<>", "||", "+", "-", "<", ">", "@>", "<@", "~", "!~")
 PLANTED_OPERANDS = ("text", "numeric", "bigint", "text[]", "numeric[]")
 
@@ -734,7 +735,8 @@ def test_every_security_definer_function_resists_search_path_attacks(shop, dsn, 
     for text in definers.values():
         words |= {w.lower() for w in re.findall(r"(?<![.\w$])([A-Za-z_][A-Za-z0-9_]*)", text)}
         called |= {w.lower() for w in re.findall(r"(?<![\w$])([A-Za-z_][A-Za-z0-9_]*)\s*\(", text)}
-    assert {"md5", "unnest", "nextval", "array_position", "coalesce", "greatest", "posting_problem"} <= called
+    assert {"hash_numeric_extended", "hashtextextended", "unnest", "nextval", "array_position", "coalesce", "greatest",
+            "posting_problem"} <= called
     role = f"la_attacker_{uuid.uuid4().hex[:8]}"
     dbname = conninfo_to_dict(dsn)["dbname"]
     conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
@@ -747,7 +749,7 @@ def test_every_security_definer_function_resists_search_path_attacks(shop, dsn, 
             planted = _plant(attacker, called, words)
             attacker.execute("SET search_path = evil, pg_temp, public, pg_catalog")
             # the planted objects do win in the attacker's own session
-            assert attacker.execute("SELECT md5('x'), 'a'::pg_catalog.text = 'b'::pg_catalog.text").fetchone() \
+            assert attacker.execute("SELECT hashtextextended('x', 0)::pg_catalog.text, 'a'::pg_catalog.text = 'b'::pg_catalog.text").fetchone() \
                 == ("x", True)
             assert attacker.execute("SELECT to_regtype('text')::oid <> 'pg_catalog.text'::regtype::oid").fetchone()[0]
             assert attacker.execute("SELECT pg_catalog.count(*) FROM posting").fetchone()[0] == 1

@@ -26,12 +26,13 @@ from ledgeradmin.errors import ConfigError, LedgerError
 from ledgeradmin.install import install, uninstall
 from ledgeradmin.migrate import migrate
 from ledgeradmin.status import status
+from ledgeradmin.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
 SHOP_TOML = REPO / "examples" / "shop" / "ledger.toml"
 SHOP_RULES = {"sale", "requisition", "payment", "manufacturing"}
 SHOP_TABLES = {"sales", "purchase_requisitions", "payment_vouchers", "manufacturing_orders"}
-MIGRATIONS = ["0001.ledger-schema", "0002.ledger-reader-role"]
+MIGRATIONS = ["0001.ledger-schema", "0002.ledger-reader-role", "0003.posting-fingerprint-bigint"]
 PSQL = "/usr/bin/psql"
 UTC = timezone.utc
 
@@ -671,3 +672,36 @@ def test_non_superuser_owner_can_migrate_and_install(dsn, conn, make_role):
         "SELECT DISTINCT pg_get_userbyid(proowner)::text FROM pg_proc WHERE pronamespace = 'ledger'::regnamespace"
     ).fetchall()
     assert owners == [(owner,)]
+
+
+def test_migration_0003_recomputes_fingerprints_from_the_journal(conn, tmp_path):
+    """Upgrading from md5 text fingerprints: migration 0003 recomputes each posting's
+    fingerprint from its entry (lines, currency, and the date unless the rule has none),
+    exactly as the rules compute them from the rows: verify then finds everything in sync."""
+    undated = rule_toml("undated", "public.sales", [{"account": "1000", "debit": "tax"},
+                                                     {"account": "2200", "credit": "tax"}],
+                        when="status = 'completed'")
+    config = write_config(tmp_path, sale_rule(), undated)
+    install(conn, config)
+    conn.execute("""INSERT INTO public.sales (customer, payment_method, total, tax, sold_at)
+                    SELECT 'c' || i, 'cash', 10 * i + 0.5, i, now() - i * interval '1 day'
+                    FROM generate_series(1, 20) AS i""")
+    conn.execute("UPDATE public.sales SET total = total + 1, tax = tax + 1 WHERE customer IN ('c3', 'c4')")
+    before = dict(conn.execute("SELECT entry_id, fingerprint FROM ledger.posting").fetchall())
+    assert len(before) == 40 and len(set(before.values())) >= 38  # undated: equal taxes, equal fingerprints
+    migration = REPO / "db" / "migrations"
+    # the state before 0003: text fingerprints, and posting functions of that version (the
+    # undated rule's hashed no date: its md5 began with concat_ws('|', NULL, ...)
+    conn.execute((migration / "0003.posting-fingerprint-bigint.rollback.sql").read_text())
+    conn.execute("UPDATE ledger.posting SET fingerprint = md5(fingerprint)")
+    conn.execute("""CREATE OR REPLACE FUNCTION ledger.post_undated() RETURNS trigger LANGUAGE plpgsql
+                    AS $f$ BEGIN -- md5(concat_ws('|', NULL, d.currency, ...))
+                    RETURN NULL; END $f$""")
+    conn.execute((migration / "0003.posting-fingerprint-bigint.sql").read_text())
+    after = dict(conn.execute("SELECT entry_id, fingerprint FROM ledger.posting").fetchall())
+    assert after == before
+    install(conn, config)
+    result = verify(conn, config)
+    assert result.ok, result.as_dict()
+    assert [(r.rule, r.eligible, r.posted, r.drifted) for r in result.rules] == [("sale", 20, 20, 0),
+                                                                               ("undated", 20, 20, 0)]

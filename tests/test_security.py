@@ -273,6 +273,9 @@ def test_every_ledger_function_pins_its_search_path(shop):
 EVIL = """
 CREATE SCHEMA evil;
 CREATE FUNCTION evil.md5(text) RETURNS text LANGUAGE sql AS $$ SELECT 'same for everyone' $$;
+CREATE FUNCTION evil.hashtextextended(text, bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT 42::bigint $$;
+CREATE FUNCTION evil.hash_numeric_extended(numeric, bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT 0::bigint $$;
+CREATE FUNCTION evil.round(numeric, integer) RETURNS numeric LANGUAGE sql AS $$ SELECT 0::numeric $$;
 CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT timestamptz '1999-12-31 00:00+00' $$;
 CREATE FUNCTION evil.coalesce(text, text) RETURNS text LANGUAGE sql AS $$ SELECT 'evil' $$;
 CREATE FUNCTION evil.concat_ws(text, text, text, text, text) RETURNS text LANGUAGE sql AS $$ SELECT 'evil' $$;
@@ -291,7 +294,7 @@ CREATE FUNCTION evil.text_cat(text, text) RETURNS text LANGUAGE sql AS $$ SELECT
 CREATE OPERATOR evil.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.text_cat);
 CREATE FUNCTION evil.numeric_ne(numeric, numeric) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
 CREATE OPERATOR evil.<> (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = evil.numeric_ne);
-CREATE TABLE evil.posting (rule text, source_key text, entry_id bigint, fingerprint text);
+CREATE TABLE evil.posting (rule text, source_key text, entry_id bigint, fingerprint bigint);
 CREATE TABLE evil.entry (id bigint, rule text, source_key text);
 CREATE TABLE evil.line (entry_id bigint, account text);
 CREATE TABLE evil.account (code text);
@@ -315,15 +318,15 @@ def test_objects_planted_on_the_search_path_change_nothing(shop, dsn, other_dsn,
         ident(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]), ident(attacker)))
     app = roles.connect(attacker, dsn)
     app.execute(EVIL)
-    app.execute("CREATE TEMP TABLE posting (rule text, source_key text, entry_id bigint, fingerprint text)")
+    app.execute("CREATE TEMP TABLE posting (rule text, source_key text, entry_id bigint, fingerprint bigint)")
     app.execute("CREATE TEMP TABLE entry (id bigint)")
     app.execute("SET search_path = evil, pg_catalog, public")
     # The planted objects do win in the attacker's own session.
     assert app.execute(
         """SELECT md5('x'), 'a' || 'b', now() = '1999-12-31 00:00+00', substr('abc', 2),
                   array_position(ARRAY['a', 'b'], 'b'), (SELECT sum(v) FROM unnest(ARRAY[1.5, 2]::numeric[]) AS v),
-                  1::numeric <> 2::numeric"""
-    ).fetchone() == ("same for everyone", "evil", True, "23514", 1, 0, False)
+                  1::numeric <> 2::numeric, hashtextextended('x', 0), hash_numeric_extended(1, 0), round(1.5, 0)"""
+    ).fetchone() == ("same for everyone", "evil", True, "23514", 1, 0, False, 42, 0, 0)
     with pytest.raises(psycopg.errors.RaiseException):
         app.execute("SELECT 'a'::text = 'b'::text")
 

@@ -27,8 +27,8 @@ WITH s AS MATERIALIZED (
 )
 INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
 SELECT 'sale', s.id, s.id::text, s.entry_id,
-       md5(concat_ws('|', extract(epoch FROM s.sold_at), s.currency,
-                     (CASE WHEN s.amounts[1] <> 0 THEN hashtextextended(s.accounts[1] || '=' || s.amounts[1], 0)::numeric ELSE 0 END
-                      + CASE WHEN s.amounts[2] <> 0 THEN hashtextextended(s.accounts[2] || '=' || s.amounts[2], 0)::numeric ELSE 0 END
-                      + CASE WHEN s.amounts[3] <> 0 THEN hashtextextended(s.accounts[3] || '=' || s.amounts[3], 0)::numeric ELSE 0 END)::text))
+       hashtextextended(s.currency, hashfloat8extended(date_part('epoch', s.sold_at), 0))
+       # ((CASE WHEN s.amounts[1] = 0 THEN 0 ELSE hash_numeric_extended(s.amounts[1], hashtext(s.accounts[1])) >> 8 END)
+          + (CASE WHEN s.amounts[2] = 0 THEN 0 ELSE hash_numeric_extended(s.amounts[2], hashtext(s.accounts[2])) >> 8 END)
+          + (CASE WHEN s.amounts[3] = 0 THEN 0 ELSE hash_numeric_extended(s.amounts[3], hashtext(s.accounts[3])) >> 8 END))
 FROM s

@@ -23,8 +23,8 @@ INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
 VALUES (:entry_id, 3, '2200', :currency, 0, :tax);
 INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
 VALUES ('sale', :sale_id, :sale_id, :entry_id,
-        md5(concat_ws('|', extract(epoch FROM :sold_at::timestamptz), :currency::text,
-                      (hashtextextended(:debit_account::text || '=' || :total::numeric(20, 4), 0)::numeric
-                       + hashtextextended('4000=' || -((:total::numeric - :tax::numeric)::numeric(20, 4)), 0)::numeric
-                       + hashtextextended('2200=' || -(:tax::numeric(20, 4)), 0)::numeric)::text)));
+        hashtextextended(:currency::text, hashfloat8extended(date_part('epoch', :sold_at::timestamptz), 0))
+        # ((hash_numeric_extended(:total::numeric(20, 4), hashtext(:debit_account::text)) >> 8)
+           + (hash_numeric_extended(-((:total::numeric - :tax::numeric)::numeric(20, 4)), hashtext('4000')) >> 8)
+           + (hash_numeric_extended(-(:tax::numeric(20, 4)), hashtext('2200')) >> 8))));
 COMMIT;

@@ -32,8 +32,8 @@ WITH s AS (
 )
 INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
 SELECT 'sale', d.id, d.id::text, d.entry_id,
-       md5(concat_ws('|', extract(epoch FROM d.sold_at), d.currency,
-                     (CASE WHEN d.amounts[1] <> 0 THEN hashtextextended(d.accounts[1] || '=' || d.amounts[1], 0)::numeric ELSE 0 END
-                      + CASE WHEN d.amounts[2] <> 0 THEN hashtextextended(d.accounts[2] || '=' || d.amounts[2], 0)::numeric ELSE 0 END
-                      + CASE WHEN d.amounts[3] <> 0 THEN hashtextextended(d.accounts[3] || '=' || d.amounts[3], 0)::numeric ELSE 0 END)::text))
+       hashtextextended(d.currency, hashfloat8extended(date_part('epoch', d.sold_at), 0))
+       # ((CASE WHEN d.amounts[1] = 0 THEN 0 ELSE hash_numeric_extended(d.amounts[1], hashtext(d.accounts[1])) >> 8 END)
+          + (CASE WHEN d.amounts[2] = 0 THEN 0 ELSE hash_numeric_extended(d.amounts[2], hashtext(d.accounts[2])) >> 8 END)
+          + (CASE WHEN d.amounts[3] = 0 THEN 0 ELSE hash_numeric_extended(d.amounts[3], hashtext(d.accounts[3])) >> 8 END))
 FROM d;

@@ -1,5 +1,4 @@
 -- The live postings of one rule, optionally only those of entries dated on or after a day.
 SELECT p.source_key, p.key_num, p.fingerprint
 FROM ledger.posting AS p
-{{join}}
-WHERE p.rule = {{rule}}
+WHERE p.rule = {{rule}}{{recent}}

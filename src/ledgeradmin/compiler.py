@@ -21,6 +21,9 @@ from .resources import read_sql
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # ledger.line amounts are numeric(20, 4): rounded to 4 decimals, below 10^16.
 AMOUNT_SCALE, AMOUNT_LIMIT = 4, "1e16"
+#: Line hashes are shifted right by this many bits, so that the sum of up to
+#: config.MAX_LINES (255) of them fits a bigint (the fingerprint).
+LINE_HASH_SHIFT = 8
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,22 +134,31 @@ def key_display(target: Target, value: str) -> str:
     return f"{literal(f'({names})=')} || {value}"
 
 
-def desired_sql(rule: Rule, target: Target, relation: str) -> str:
-    """The desired posting of every row of ``relation`` (aliased r) under ``rule``."""
-    accounts, amounts, checks = [], [], []
+def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = True) -> str:
+    """The desired posting of every row of ``relation`` (aliased r) under ``rule``.
+
+    Fenced (the writers' form), each layer ends in OFFSET 0, so that each expression is
+    computed once per row however often the layers above refer to it. Unfenced (verify's
+    form), the planner flattens the layers, which lets it scan the source in parallel
+    (PostgreSQL 15 plans no parallel scan under OFFSET) and drop what verify never reads.
+    """
+    n = len(rule.lines)
+    columns, hashes, checks = [], [], []
     for i, line in enumerate(rule.lines, start=1):
-        if line.account is not None:
-            accounts.append(literal(line.account))
-        else:
-            accounts.append(f"({line.account_sql})")
+        account = literal(line.account) if line.account is not None else f"({line.account_sql})"
+        value = f"({line.amount})::numeric"
+        columns.append(f"{account} AS a{i}, {value if line.side == 'debit' else f'-({value})'} AS r{i}")
+        # a constant account's hash is folded when the statement is planned
+        seed = f"hashtext({account if line.account is not None else f'x.a{i}'})"
+        hashes.append(f"(CASE WHEN x.m{i} = 0 THEN 0 ELSE hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT} END)")
+        if line.account_sql is not None:
             checks.append(
-                f"               WHEN NOT EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.accounts[{i}])\n"
-                f"                   THEN '23503 account ' || quote_literal(x.accounts[{i}]) || "
+                f"           WHEN NOT EXISTS (SELECT FROM ledger.account AS a WHERE a.code = w.accounts[{i}])\n"
+                f"               THEN '23503 account ' || quote_literal(w.accounts[{i}]) || "
                 f"' of line {i} is not in ledger.account'"
             )
-        value = f"({line.amount})::numeric"
-        amounts.append(value if line.side == "debit" else f"-({value})")
-    return fill(
+    seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
+    text = fill(
         template("desired.sql"),
         relation=relation,
         key_text=key_text(target),
@@ -154,22 +166,22 @@ def desired_sql(rule: Rule, target: Target, relation: str) -> str:
         date=rule.date or "now()",
         memo=rule.memo or "NULL",
         currency=rule.currency,
-        accounts=", ".join(accounts),
-        amounts=", ".join(amounts),
-        rounded=", ".join(
-            f"CASE WHEN abs(round(y.raw[{i}], {AMOUNT_SCALE})) < {AMOUNT_LIMIT} THEN round(y.raw[{i}], {AMOUNT_SCALE}) END"
-            for i in range(1, len(amounts) + 1)
-        ),
-        balance=" + ".join(f"x.amounts[{i}]" for i in range(1, len(amounts) + 1)),
-        lines_hash=" + ".join(
-            f"CASE WHEN d.amounts[{i}] <> 0 THEN hashtextextended(d.accounts[{i}] || '=' || d.amounts[{i}], 0)::numeric"
-            " ELSE 0 END"
-            for i in range(1, len(amounts) + 1)
-        ),
+        lines=",\n                   ".join(columns),
+        rounded=", ".join(f"round(y.r{i}, {AMOUNT_SCALE}) AS m{i}" for i in range(1, n + 1)),
+        all_zero=" AND ".join(f"x.m{i} = 0" for i in range(1, n + 1)),
+        account_list=", ".join(f"x.a{i}" for i in range(1, n + 1)),
+        raw_list=", ".join(f"x.r{i}" for i in range(1, n + 1)),
+        guarded_list=", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1)),
+        fingerprint=f"hashtextextended(x.currency, {seed}) # ({' + '.join(hashes)})",
+        balance=" + ".join(f"w.amounts[{i}]" for i in range(1, n + 1)),
         account_checks="\n".join(checks),
         when=rule.when or "true",
-        fingerprint_date="extract(epoch FROM d.effective_at)" if rule.date else "NULL",
     ).rstrip()
+    return text if fenced else FENCE.sub("", text)
+
+
+#: An OFFSET 0 line of desired.sql: the end of one layer.
+FENCE = re.compile(r"\n[ \t]*OFFSET 0\b[^\n]*")
 
 
 TRIGGER_RESULT = "count(*) INTO v_count"

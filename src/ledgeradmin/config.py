@@ -22,6 +22,10 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 DOLLAR_TAG = "$ledgeradmin$"
 
 
+#: Lines per rule: the fingerprint sums one 56-bit hash per line in a bigint.
+MAX_LINES = 255
+
+
 @dataclass(frozen=True)
 class Account:
     code: str
@@ -164,6 +168,8 @@ def _parse_rule(name: str, spec: object, accounts: dict[str, Account], currency:
     raw_lines = spec.get("lines")
     if not isinstance(raw_lines, list) or not raw_lines:
         raise ConfigError(f"{ctx}: field lines is required: a rule without lines posts nothing")
+    if len(raw_lines) > MAX_LINES:
+        raise ConfigError(f"{ctx}: {len(raw_lines)} lines; a rule has at most {MAX_LINES}")
     lines = tuple(_parse_line(i, l, accounts, ctx) for i, l in enumerate(raw_lines, start=1))
     return Rule(
         name=name,

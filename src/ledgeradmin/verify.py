@@ -1,7 +1,7 @@
 """verify: the reconcile of DESIGN.md computed and reported, never acted on.
 
 Per rule one set-based pass over the source table (the rule's desired postings, the same
-SQL the trigger runs) fully joined with the rule's live postings; plus whole-ledger
+SQL the trigger runs) left-joined with the rule's live postings (in parallel); plus whole-ledger
 checks. Everything in one REPEATABLE READ, READ ONLY snapshot: no lock stronger than
 ACCESS SHARE, writers never wait, and it runs on a hot standby.
 """
@@ -145,10 +145,12 @@ def verify(
 
 
 def _postings(rule: Rule, since: dt.date | None) -> str:
-    join = ""
+    recent = ""
     if since is not None:
-        join = f"JOIN ledger.entry AS e ON e.id = p.entry_id AND e.effective_at >= {literal(since.isoformat())}::date"
-    return fill(template("queries/verify_postings.sql"), join=join, rule=literal(rule.name)).rstrip()
+        # the postings of recent entries, fetched by index: never a scan of every posting
+        recent = ("\n  AND p.entry_id = ANY (ARRAY(SELECT e.id FROM ledger.entry AS e"
+                  f" WHERE e.effective_at >= {literal(since.isoformat())}::date))")
+    return fill(template("queries/verify_postings.sql"), recent=recent, rule=literal(rule.name)).rstrip()
 
 
 def _source(rule: Rule, target: catalog.Target, since: dt.date | None) -> str:
@@ -187,12 +189,14 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
     if not rule.date:
         since = None  # no date to select recent rows by: such a rule is always checked whole
     parts = dict(
-        desired=compiler.desired_sql(rule, target, _source(rule, target, since)),
+        desired=compiler.desired_sql(rule, target, _source(rule, target, since), fenced=False),
         postings=_postings(rule, since),
         join_on="p.key_num = d.key_num" if target.integer_key else "p.source_key = d.source_key",
     )
     row = conn.execute(fill(template("queries/verify_rule.sql"), **parts)).fetchone()
-    report.eligible, report.posted, report.missing, report.orphaned, report.drifted = row
+    report.eligible, report.posted, report.missing, report.drifted = row
+    live = conn.execute(fill(template("queries/verify_postings_count.sql"), postings=parts["postings"])).fetchone()[0]
+    report.orphaned = live - report.posted
     report.failed = _failed(conn, rule)
     if detailed:
         for category in CATEGORIES:
@@ -223,11 +227,13 @@ def _verify_ledger(conn, since: dt.date | None, detailed: bool, max_keys: int) -
                      " (SELECT * FROM ledger.line AS l0 WHERE l0.entry_id = e1.id) AS l1"
                      f" WHERE e1.effective_at >= {day})",
         }
-    entries, unbalanced, dup, unlinked = conn.execute(fill(template("queries/verify_ledger.sql"), **filters)).fetchone()
-    report = LedgerReport(entries, unbalanced, dup, unlinked)
-    for currency, debit, credit in conn.execute(fill(template("queries/trial_balance.sql"), lines=filters["lines"])):
+    entries, unlinked = conn.execute(fill(template("queries/verify_ledger.sql"), **filters)).fetchone()
+    dup = conn.execute(fill(template("queries/verify_duplicates.sql"), **filters)).fetchone()[0] if unlinked else 0
+    report = LedgerReport(entries, 0, dup, unlinked)
+    for currency, debit, credit, unbalanced in conn.execute(fill(template("queries/verify_lines.sql"), **filters)):
         report.trial_balance[currency] = debit - credit
-    if detailed and (unbalanced or dup):
+        report.unbalanced += unbalanced
+    if detailed and (report.unbalanced or dup):
         query = fill(template("queries/verify_ledger_details.sql"), limit=str(int(max_keys)), **filters)
         for problem, item in conn.execute(query):
             report.keys.setdefault(problem, []).append(item)
