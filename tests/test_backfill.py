@@ -853,8 +853,14 @@ def test_terminated_backfill_converges_to_an_uninterrupted_run(twin_dsns, where)
         if batches[0] == 2:
             if where == "between-batches":
                 killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            else:  # the next batch will block on its first journal write: killed there
-                locker.execute("LOCK TABLE ledger.entry IN SHARE MODE")
+            else:  # the next batch, its rows locked and entries written, will wait to link
+                # postings of keys another transaction is linking: killed there
+                locker.execute("""INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
+                                  SELECT 'sale', s.id, s.id::text, -s.id, 0
+                                  FROM public.sales AS s
+                                  WHERE s.id BETWEEN 150 AND 450
+                                    AND NOT EXISTS (SELECT FROM ledger.posting AS p
+                                                    WHERE p.rule = 'sale' AND p.key_num = s.id)""")
 
     def run():
         try:
@@ -1020,3 +1026,25 @@ def test_text_key_orphans_beyond_one_batch_are_all_reversed(conn):
     assert result.ok and result.rules[0].reversed == 24
     assert set(live_ledger(conn, "gift")) == {"card-13"}
     assert verify(conn, config).ok
+
+
+def test_percent_signs_in_expressions_from_the_first_batch_on(conn):
+    """Rule expressions may hold '%' (modulo, LIKE patterns): every batch statement, the
+    first one included, passes them to PostgreSQL as written."""
+    config = parse_config({
+        "accounts": ACCOUNTS,
+        "rules": {"even": {
+            "source": "public.sales", "when": "id % 2 = 0 AND customer LIKE 'c%'", "date": "sold_at",
+            "lines": [{"account": "1100", "debit": "total % 1000"}, {"account": "4000", "credit": "total % 1000"}],
+        }},
+    })
+    install(conn, config)
+    untracked(conn, "INSERT INTO public.sales (id, customer, total, tax, status, payment_method)"
+                    " SELECT g, 'c' || g, 1000 + g, 0, 'completed', 'cash' FROM generate_series(1, 30) AS g")
+    result = backfill(conn, config, batch_size=7)
+    assert result.ok and result.rules[0].posted == 15
+    assert verify(conn, config).ok
+    amounts = {r[0]: r[1] for r in conn.execute(
+        "SELECT e.source_key, l.debit FROM ledger.entry AS e JOIN ledger.line AS l ON l.entry_id = e.id"
+        " WHERE e.rule = 'even' AND l.debit > 0")}
+    assert amounts == {str(i): Decimal(i) for i in range(2, 31, 2)}

@@ -626,8 +626,8 @@ def test_terminated_backfill_and_client_transaction_under_load(shop, dsn, config
     observer = connect(autocommit=True)
     try:
         assert load.tally.wait_commits(400, 60), "the load did not start"
-        # 1. a backfill killed inside a batch: its next batch blocks on its first journal
-        #    write (a SHARE lock on ledger.entry), holding its batch's row locks; killed there
+        # 1. a backfill killed inside a batch: its next batch, its rows locked and entries
+        #    written, waits to link postings of keys another transaction is linking; killed there
         victim = connect(autocommit=True)
         locker = connect()
         batches = [0]
@@ -636,7 +636,11 @@ def test_terminated_backfill_and_client_transaction_under_load(shop, dsn, config
         def progress(summary, estimate):
             batches[0] += 1
             if batches[0] == 2:
-                locker.execute("LOCK TABLE ledger.entry IN SHARE MODE")
+                locker.execute("""INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
+                                  SELECT 'sale', s.id, s.id::text, -s.id, 0
+                                  FROM (SELECT id FROM public.sales ORDER BY id OFFSET 100 LIMIT 150) AS s
+                                  WHERE NOT EXISTS (SELECT FROM ledger.posting AS p
+                                                    WHERE p.rule = 'sale' AND p.key_num = s.id)""")
 
         def run_backfill():
             try:

@@ -492,6 +492,42 @@ def test_planted_unbalanced_entry(day, dsn):
     assert "UNBALANCED" in text.stdout and "OFF" in text.stdout
 
 
+def test_planted_unbalanced_pair_that_cancels_in_the_trial_balance(day, dsn):
+    """Two entries unbalanced by +1.25 and -1.25: the trial balance is 0, yet the weighted
+    checksum (a new random seed each run) finds them, and verify counts them exactly."""
+    keys = [str(r[0]) for r in day.execute(
+        "SELECT id FROM public.sales WHERE status = 'completed' AND currency = 'USD' ORDER BY id LIMIT 2")]
+    entries = [scalar(day, f"SELECT id FROM ({LIVE_ENTRIES}) e WHERE rule = 'sale' AND source_key = %s", (k,))
+               for k in keys]
+    with day.transaction():
+        _disable_guards(day)
+        for entry, delta in zip(entries, ("1.25", "-1.25")):
+            day.execute("UPDATE ledger.line SET debit = debit + %s::numeric WHERE entry_id = %s AND debit > 0",
+                        (delta, entry))
+        _enable_guards(day)
+    for _ in range(3):  # each run draws another seed
+        code, doc = run_verify(dsn)
+        assert code == 1
+        ledger = doc["ledger"]
+        assert ledger["unbalanced"] == 2
+        assert sorted(ledger["keys"]["unbalanced"]) == sorted(str(e) for e in entries)
+        assert all(Decimal(v) == 0 for v in ledger["trial_balance"].values())
+
+
+def test_planted_posting_moved_to_a_reversal_is_caught(day, dsn):
+    """A posting link repointed by a superuser from its live entry to a reversal entry:
+    the entry checksum differs (a posting links a non-live entry and a live entry lost its
+    link), so verify counts the unlinked live entry exactly."""
+    day.execute("UPDATE public.sales SET total = total + 1 WHERE id = (SELECT min(id) FROM public.sales"
+                " WHERE status = 'completed')")  # a repost: one reversal entry
+    reversal = scalar(day, "SELECT max(id) FROM ledger.entry WHERE reverses IS NOT NULL")
+    live = scalar(day, "SELECT max(entry_id) FROM ledger.posting WHERE rule = 'sale'")
+    day.execute("UPDATE ledger.posting SET entry_id = %s WHERE entry_id = %s", (reversal, live))
+    code, doc = run_verify(dsn)
+    assert code == 1
+    assert doc["ledger"]["unlinked_live_entries"] == 1
+
+
 def test_guards_refuse_changes_without_bypass(day):
     """The bypass above is needed: the guards fire even under session_replication_role = replica."""
     with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -25,7 +25,8 @@ FROM (
                min(l.currency),
                CASE WHEN e.rule IN (SELECT u.name FROM undated AS u) THEN 0
                     ELSE hashfloat8extended(date_part('epoch', e.effective_at), 0) END)
-           # sum(hash_numeric_extended(l.debit - l.credit, hashtext(l.account)) >> 8)::bigint AS fingerprint
+           # sum((hash_numeric_extended(l.debit - l.credit, hashtext(l.account)) >> 9)
+                 - (hash_numeric_extended(0, hashtext(l.account)) >> 9))::bigint AS fingerprint
     FROM ledger.entry AS e
     JOIN ledger.line AS l ON l.entry_id = e.id
     GROUP BY e.id

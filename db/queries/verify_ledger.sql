@@ -1,5 +1,6 @@
--- Whole-ledger entry checks: the number of entries and of live entries no posting links
--- to. With --since only entries dated on or after the day are checked ({{entries}}).
+-- Whole-ledger entry checks, exactly: the number of entries and of live entries no posting
+-- links to. Used with --since, where only entries dated on or after the day are checked
+-- ({{entries}}, by index), and when the checksum of verify_links.sql is not 0.
 -- Keys with more than one live entry are looked for only when some live entry is unlinked
 -- (verify_duplicates.sql): a key has one posting link at most, so of two live entries of
 -- one key at least one is unlinked.

@@ -7,8 +7,9 @@
 -- amounts: a NULL, NaN, infinite or too large amount is a problem, not an error, so verify
 -- can count such rows.
 -- The fingerprint is a bigint: a hash of date (when the rule has one) and currency, plus
--- the sum of one hash per non-zero line (account and rounded amount), so zero lines and the
--- order of the lines do not matter. It is computed from scalar columns, and every column
+-- the sum over the lines of a hash of account and rounded amount less the hash of a zero
+-- amount on that account, so zero lines add nothing and the order of the lines does not
+-- matter. It is computed from scalar columns, and every column
 -- is computed in its own layer. Each layer ends in an OFFSET 0 fence (each expression
 -- computed once per row); verify removes the fences (compiler.desired_sql, fenced=False):
 -- it reads only keys and fingerprints, and the planner then drops the arrays and the

@@ -3,8 +3,9 @@
 -- and repost what differs (by fingerprint), and resolve recorded failures of those keys.
 -- A desired posting with a problem raises it (ledger.posting_problem) before any write.
 -- One statement: it all happens or nothing does. Backfill may cap the rows changed
--- ({{limit_cte}}); the trigger changes all.
-WITH d AS MATERIALIZED (
+-- ({{limit_cte}}); the trigger changes all. Backfill may also define the rows it reads
+-- in CTEs before d (the prelude).
+WITH {{prelude}}d AS MATERIALIZED (
 {{desired}}
 ), k AS MATERIALIZED (
 {{keys}}

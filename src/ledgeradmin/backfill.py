@@ -3,10 +3,10 @@ trigger runs — posting what is missing, reversing orphans, reversing and repos
 retrying deferred failures.
 
 Per rule, batches in key order (keyset pagination); each batch locks its source rows
-(SKIP LOCKED: never waits for a writer), reconciles them and the live postings of rows
-that are gone within its key range in one set-based statement, and commits on its own.
-A batch that fails is bisected until the failing rows are isolated; those are recorded
-in ledger.failure and the run goes on. Killed at any moment, a re-run converges.
+(SKIP LOCKED: never waits for a writer) and reconciles them in one set-based statement,
+reverses the live postings of rows that are gone within its key range, and commits on its
+own. A batch that fails is bisected until the failing rows are isolated; those are
+recorded in ledger.failure and the run goes on. Killed at any moment, a re-run converges.
 """
 
 from __future__ import annotations
@@ -99,6 +99,31 @@ class _Batch:
         for i in range(len(self.target.key)):
             text = text.replace(f"__ARRAY{i}__", f"%(k{i})s")
         return text.replace("__GONE__", "%(gone)s").replace("__GONE_NUM__", "%(gone_num)s")
+
+    def locked_statement(self, batch_size: int, after: bool, limit: int | None) -> str:
+        """The fast path of one batch, in one statement: lock the next rows in key order
+        (queries/backfill_lock_rows.sql) and reconcile them; returns the counts, the rows
+        locked and the last key locked (one column each)."""
+        key_cols = [compiler.sql.Identifier(k).as_string(None) for k in self.target.key]
+        locked = fill(
+            template("queries/backfill_lock_rows.sql"),
+            source=self.target.ident,
+            after=(f"WHERE ({self.key_columns}) > ({', '.join(f'__AFTER{i}__' for i in range(len(key_cols)))})"
+                   if after else ""),
+            key_columns=self.key_columns,
+            batch_size=str(int(batch_size)),
+        ).rstrip()
+        last_order = ", ".join(f"l.{c} DESC" for c in key_cols)
+        last = ", ".join(f"(SELECT l.{c} FROM locked AS l ORDER BY {last_order} LIMIT 1)" for c in key_cols)
+        text = compiler.reconcile_sql(
+            self.rule, self.target, "locked", compiler.keys_sql(self.target, "locked"),
+            result=f"{compiler.COUNTS_RESULT}, (SELECT count(*) FROM locked), {last}", limit=limit,
+            prelude=f"locked AS MATERIALIZED (\n{locked}\n), ",
+        )
+        text = text.replace("%", "%%")
+        for i in range(len(key_cols)):
+            text = text.replace(f"__AFTER{i}__", f"%(a{i})s")
+        return text
 
     def params(self, rows: list[tuple], gone: list[tuple[str, int | None]]) -> dict:
         """Rows are (key columns…, source_key text) as fetched by the batch lock query."""
@@ -198,26 +223,38 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
     )
     after_sql = f"WHERE ({batch.key_columns}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
 
-    def one_batch() -> list[tuple]:
+    def one_batch() -> tuple[int, tuple | None]:
+        """Lock and reconcile the next batch: (rows locked, last key locked)."""
         with conn.transaction():
             catalog.pin_settings(conn)
+            try:
+                with conn.transaction():
+                    query = batch.locked_statement(batch_size, last is not None, budget[0])
+                    posted, reversed_, reposted, scanned, *last_key = conn.execute(
+                        query, _after_params(last) or {}).fetchone()  # {}: '%%' stands for '%'
+                _count(summary, budget, posted, reversed_, reposted)
+                return scanned, (tuple(last_key) if scanned else None)
+            except psycopg.Error as exc:
+                if not _is_row_error(exc):
+                    raise
+            # some row cannot post: lock the rows again, reconcile them bisecting, record the bad ones
             query = lock_sql.replace("__AFTER__", after_sql if last is not None else "")
             rows = conn.execute(query, _after_params(last)).fetchall()
             _reconcile(conn, batch, rows, [], summary, budget)
-        return rows
+        return len(rows), (rows[-1][:width] if rows else None)
 
     while budget[0] != 0:
-        rows = _retrying(one_batch)
-        final = len(rows) < batch_size
+        scanned, last_key = _retrying(one_batch)
+        final = scanned < batch_size
         if target.integer_key:  # live postings of deleted rows in this batch's key range
-            _reverse_gone(conn, batch, last[0] if last else None, None if final else rows[-1][0], batch_size,
+            _reverse_gone(conn, batch, last[0] if last else None, None if final else last_key[0], batch_size,
                           summary, budget)
-        summary.scanned += len(rows)
+        summary.scanned += scanned
         if progress:
             progress(summary, estimate)
         if final:
             break
-        last = rows[-1][:width]
+        last = last_key
     if budget[0] != 0 and not target.integer_key:
         _reverse_gone(conn, batch, None, None, batch_size, summary, budget)
     if budget[0] != 0:
@@ -327,6 +364,10 @@ def _reconcile(conn, batch: _Batch, rows: list[tuple], gone: list[tuple], summar
         else:
             _record_failure(conn, batch, rows[0], exc, summary)
         return
+    _count(summary, budget, posted, reversed_, reposted)
+
+
+def _count(summary: RuleSummary, budget, posted: int, reversed_: int, reposted: int) -> None:
     summary.posted += posted
     summary.reversed += reversed_
     summary.reposted += reposted

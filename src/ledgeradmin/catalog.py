@@ -59,14 +59,16 @@ class Target:
         return ".".join(parts)
 
 
+_PIN_QUERY = "SELECT " + ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(PINNED_SETTINGS))
+
+
 def _plain(name: str) -> bool:
     return name.isidentifier() and name.isascii() and name == name.lower()
 
 
 def pin_settings(conn: psycopg.Connection) -> None:
-    """SET LOCAL the pinned settings in the current transaction."""
-    for name, value in PINNED_SETTINGS.items():
-        conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
+    """SET LOCAL the pinned settings in the current transaction (one round trip)."""
+    conn.execute(_PIN_QUERY, [v for item in PINNED_SETTINGS.items() for v in item])
 
 
 def resolve(conn: psycopg.Connection, rule: Rule) -> Target:

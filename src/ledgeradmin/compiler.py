@@ -21,9 +21,10 @@ from .resources import read_sql
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # ledger.line amounts are numeric(20, 4): rounded to 4 decimals, below 10^16.
 AMOUNT_SCALE, AMOUNT_LIMIT = 4, "1e16"
-#: Line hashes are shifted right by this many bits, so that the sum of up to
-#: config.MAX_LINES (255) of them fits a bigint (the fingerprint).
-LINE_HASH_SHIFT = 8
+#: Line hashes are shifted right by this many bits: each line adds a difference of two
+#: such hashes, less than 2**55 in size, so the sum of config.MAX_LINES (255) of them
+#: fits a bigint (the fingerprint).
+LINE_HASH_SHIFT = 9
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,10 +121,12 @@ def one_key_sql(target: Target, text_expr: str) -> str:
 
 
 def link_match(target: Target) -> str:
-    """Condition on ledger.posting p selecting the links of the keys in CTE k (indexable)."""
+    """Condition on ledger.posting p selecting the links of the keys in CTE k, fetched by
+    index (= ANY of an array): never a scan of every posting of the rule, whatever the
+    planner thinks k holds."""
     if target.integer_key:
-        return "p.key_num IN (SELECT k.key_num FROM k)"
-    return "p.key_num IS NULL AND p.source_key IN (SELECT k.source_key FROM k)"
+        return "p.key_num = ANY (ARRAY(SELECT k.key_num FROM k))"
+    return "p.key_num IS NULL AND p.source_key = ANY (ARRAY(SELECT k.source_key FROM k))"
 
 
 def key_display(target: Target, value: str) -> str:
@@ -148,9 +151,11 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
         account = literal(line.account) if line.account is not None else f"({line.account_sql})"
         value = f"({line.amount})::numeric"
         columns.append(f"{account} AS a{i}, {value if line.side == 'debit' else f'-({value})'} AS r{i}")
-        # a constant account's hash is folded when the statement is planned
+        # the line's hash, less that of a zero amount on the same account (so that a zero
+        # line adds 0); for a constant account that second hash is folded at planning
         seed = f"hashtext({account if line.account is not None else f'x.a{i}'})"
-        hashes.append(f"(CASE WHEN x.m{i} = 0 THEN 0 ELSE hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT} END)")
+        hashes.append(f"((hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT})"
+                      f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
         if line.account_sql is not None:
             checks.append(
                 f"           WHEN NOT EXISTS (SELECT FROM ledger.account AS a WHERE a.code = w.accounts[{i}])\n"
@@ -193,13 +198,16 @@ COUNTS_RESULT = (
 
 
 def reconcile_sql(
-    rule: Rule, target: Target, relation: str, keys: str, result: str = TRIGGER_RESULT, limit: int | None = None
+    rule: Rule, target: Target, relation: str, keys: str, result: str = TRIGGER_RESULT, limit: int | None = None,
+    prelude: str = "",
 ) -> str:
     """One statement reconciling the rows keyed by ``keys`` (source_key, key_num) with their
-    desired posting; with ``limit``, at most that many keys are changed (in key order)."""
+    desired posting; with ``limit``, at most that many keys are changed (in key order).
+    ``prelude``: CTEs (each followed by a comma) that ``relation`` and ``keys`` may read."""
     capped = limit is not None
     return fill(
         template("reconcile.sql"),
+        prelude=prelude,
         desired=desired_sql(rule, target, relation),
         keys=keys,
         rule=literal(rule.name),

@@ -22,7 +22,7 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 DOLLAR_TAG = "$ledgeradmin$"
 
 
-#: Lines per rule: the fingerprint sums one 56-bit hash per line in a bigint.
+#: Lines per rule: the fingerprint sums one hash difference below 2**55 per line in a bigint.
 MAX_LINES = 255
 
 

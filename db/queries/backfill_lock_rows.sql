@@ -1,0 +1,10 @@
+-- The next batch of source rows of one rule in key order, whole, locked so that no writer
+-- changes them while the batch is reconciled (in the same statement, as a CTE). Rows a
+-- writer holds are skipped, never waited for: that writer's own trigger posts them, and a
+-- later run picks up anything left.
+SELECT r.*
+FROM {{source}} AS r
+{{after}}
+ORDER BY {{key_columns}}
+LIMIT {{batch_size}}
+FOR NO KEY UPDATE OF r SKIP LOCKED
