@@ -737,3 +737,26 @@ def test_update_reversal_dated_at_transaction_time(shop):
     assert original[2] == repost[2] == shop.execute("SELECT sold_at FROM public.sales").fetchone()[0]
     assert reversal[1] == original[0] and reversal[2] == now
     assert live_entry_ids(shop, "sale", "1") == [repost[0]]
+
+
+@pytest.mark.parametrize("rule", ["sale", "payment"])  # on_error = "block" and "defer"
+def test_key_reinserted_while_its_live_posting_remained(shop, rule):
+    """A row deleted while the trigger was off leaves its live posting; inserting the key
+    again (trigger on) conflicts in the INSERT fast path, and the row-by-row replay reverses
+    the old entry and posts the new row: the write succeeds, one live entry, nothing failed."""
+    table, insert = {
+        "sale": ("public.sales", "INSERT INTO public.sales (id, customer, payment_method, total, tax, status)"
+                                 " VALUES (7001, 'x', 'cash', %s, 1, 'completed')"),
+        "payment": ("public.payment_vouchers", "INSERT INTO public.payment_vouchers (id, payee, method, amount,"
+                                                " status, paid_at) VALUES (7001, 'x', 'cash', %s, 'paid', now())"),
+    }[rule]
+    shop.execute(insert, (10,))
+    with shop.transaction():
+        shop.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        shop.execute(f"DELETE FROM {table} WHERE id = 7001")
+        shop.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+    shop.execute(insert, (12,))
+    assert len(live_entry_ids(shop, rule, "7001")) == 1
+    assert [e[1] is not None for e in entries_of(shop, rule, "7001")].count(True) == 1  # one reversal
+    assert count(shop, "ledger.failure") == 0
+    assert_ledger_invariants(shop)

@@ -1,6 +1,8 @@
 -- Template: on_error = "block". The set-based reconcile failed; replay the statement's rows
--- one by one to find the row at fault, and fail the write with an error that names the
--- rule, the source row and the reason (original SQLSTATE, DETAIL and HINT kept).
+-- one by one, each through the full reconcile. When every row posts (the set-based step
+-- failed on no row's data: a key reinserted while its live posting remained, say), the
+-- write goes on; otherwise it fails with an error that names the rule, the source row at
+-- fault and the reason (original SQLSTATE, DETAIL and HINT kept).
         v_key := NULL;
         BEGIN
             IF TG_OP IN ('INSERT', 'UPDATE') THEN
@@ -19,6 +21,7 @@
 {{reconcile_gone}};
                 END LOOP;
             END IF;
+            RETURN NULL;  -- every row reconciled on its own
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                     v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;

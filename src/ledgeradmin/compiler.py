@@ -21,6 +21,9 @@ from .resources import read_sql
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # ledger.line amounts are numeric(20, 4): rounded to 4 decimals, below 10^16.
 AMOUNT_SCALE, AMOUNT_LIMIT = 4, "1e16"
+#: Up to this many accounts in ledger.toml, an `account_sql` value is first looked for in
+#: a list compiled into the posting function (cheaper than a lookup per statement).
+CHART_INLINE_MAX = 64
 #: Line hashes are shifted right by this many bits: each line adds a difference of two
 #: such hashes, less than 2**55 in size, so the sum of config.MAX_LINES (255) of them
 #: fits a bigint (the fingerprint).
@@ -146,22 +149,37 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
     (PostgreSQL 15 plans no parallel scan under OFFSET) and drop what verify never reads.
     """
     n = len(rule.lines)
-    columns, hashes, checks = [], [], []
+    columns, hashes, accounts_known = [], [], []
     for i, line in enumerate(rule.lines, start=1):
         account = literal(line.account) if line.account is not None else f"({line.account_sql})"
         value = f"({line.amount})::numeric"
-        columns.append(f"{account} AS a{i}, {value if line.side == 'debit' else f'-({value})'} AS r{i}")
+        signed = value if line.side == "debit" else f"-({value})"
+        columns.append(f"{account} AS a{i}, round({signed}, {AMOUNT_SCALE}) AS m{i}")
         # the line's hash, less that of a zero amount on the same account (so that a zero
         # line adds 0); for a constant account that second hash is folded at planning
         seed = f"hashtext({account if line.account is not None else f'x.a{i}'})"
         hashes.append(f"((hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT})"
                       f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
         if line.account_sql is not None:
-            checks.append(
-                f"           WHEN NOT EXISTS (SELECT FROM ledger.account AS a WHERE a.code = w.accounts[{i}])\n"
-                f"               THEN '23503 account ' || quote_literal(w.accounts[{i}]) || "
-                f"' of line {i} is not in ledger.account'"
+            # a code of ledger.toml is known without a lookup; any other must be in ledger.account
+            known = ""
+            if 0 < len(rule.chart) <= CHART_INLINE_MAX:
+                known = f"x.a{i} <> ALL (ARRAY[{', '.join(literal(c) for c in rule.chart)}]::text[]) AND "
+            accounts_known.append(
+                f"           WHEN {known}NOT EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.a{i})\n"
+                f"               THEN '23503 account ' || quote_literal(x.a{i}) || ' of line {i} is not in ledger.account'"
             )
+    # The checks of every line, one kind after the other (the first problem found is named).
+    checks = [f"           WHEN x.m{i} IS NULL\n               THEN '22004 the amount of line {i} is NULL'"
+              for i in range(1, n + 1)]
+    checks += [f"           WHEN x.m{i} = 'NaN'\n               THEN '22023 the amount of line {i} is NaN'"
+               for i in range(1, n + 1)]
+    checks += [f"           WHEN abs(x.m{i}) >= {AMOUNT_LIMIT}\n"
+               f"               THEN '22003 the amount of line {i}, ' || abs(x.m{i}) || ', overflows numeric(20, 4)'"
+               for i in range(1, n + 1)]
+    checks += [f"           WHEN x.a{i} IS NULL\n               THEN '22004 the account of line {i} is NULL'"
+               for i in range(1, n + 1) if rule.lines[i - 1].account is None]
+    checks += accounts_known
     seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
     text = fill(
         template("desired.sql"),
@@ -171,15 +189,13 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
         date=rule.date or "now()",
         memo=rule.memo or "NULL",
         currency=rule.currency,
-        lines=",\n                   ".join(columns),
-        rounded=", ".join(f"round(y.r{i}, {AMOUNT_SCALE}) AS m{i}" for i in range(1, n + 1)),
+        lines=",\n           ".join(columns),
         all_zero=" AND ".join(f"x.m{i} = 0" for i in range(1, n + 1)),
         account_list=", ".join(f"x.a{i}" for i in range(1, n + 1)),
-        raw_list=", ".join(f"x.r{i}" for i in range(1, n + 1)),
         guarded_list=", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1)),
         fingerprint=f"hashtextextended(x.currency, {seed}) # ({' + '.join(hashes)})",
-        balance=" + ".join(f"w.amounts[{i}]" for i in range(1, n + 1)),
-        account_checks="\n".join(checks),
+        balance=" + ".join(f"x.m{i}" for i in range(1, n + 1)),
+        line_checks="\n".join(checks),
         when=rule.when or "true",
     ).rstrip()
     return text if fenced else FENCE.sub("", text)

@@ -56,6 +56,7 @@ class Rule:
     currency: str  # SQL expression (a quoted literal when defaulted)
     on_error: str
     lines: tuple[Line, ...]
+    chart: tuple[str, ...] = ()  # the account codes of ledger.toml, for rules with account_sql
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ def _parse_rule(name: str, spec: object, accounts: dict[str, Account], currency:
         currency=exprs["currency"] or f"'{currency}'",
         on_error=on_error,
         lines=lines,
+        chart=tuple(accounts) if any(line.account_sql is not None for line in lines) else (),
     )
 
 
