@@ -17,23 +17,15 @@
 -- the fences (compiler.desired_sql, fenced=False): it reads only keys and fingerprints,
 -- and the planner then drops the arrays and the problem checks and scans the source in
 -- parallel (PostgreSQL 15 plans no parallel scan under an OFFSET).
+-- The problem is named by desired_problem.sql; the INSERT fast path of the posting
+-- functions only tests that there is none (desired_check.sql, cheaper) and replays a
+-- failing statement row by row through the named checks.
 -- The trigger, backfill and verify all use this one query, so they cannot disagree.
 SELECT x.source_key, x.key_num, x.effective_at, x.memo, x.currency,
        ARRAY[{{account_list}}]::text[] AS accounts,
-       ARRAY[{{guarded_list}}]::numeric[] AS amounts,
+       ARRAY[{{amount_list}}]::numeric[] AS amounts,
        {{fingerprint}} AS fingerprint,
-       CASE
-           WHEN x.effective_at IS NULL
-               THEN '22004 the date is NULL'
-           WHEN NOT isfinite(x.effective_at)
-               THEN '22008 the date is ' || x.effective_at
-           WHEN x.currency IS NULL OR x.currency !~ '^[A-Z]{3}$'
-               THEN '22023 currency ' || coalesce(quote_literal(x.currency), 'NULL')
-                    || ' is not a three-letter ISO 4217 code'
-{{line_checks}}
-           WHEN {{balance}} <> 0
-               THEN '23514 unbalanced'  -- ledger.posting_problem adds the sums
-       END AS problem
+{{problem}} AS problem
 FROM (
     SELECT {{key_text}} AS source_key,
            {{key_num}} AS key_num,

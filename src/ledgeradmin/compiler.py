@@ -140,16 +140,17 @@ def key_display(target: Target, value: str) -> str:
     return f"{literal(f'({names})=')} || {value}"
 
 
-def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = True) -> str:
+def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = True, quick: bool = False) -> str:
     """The desired posting of every row of ``relation`` (aliased r) under ``rule``.
 
     Fenced (the writers' form), each layer ends in OFFSET 0, so that each expression is
     computed once per row however often the layers above refer to it. Unfenced (verify's
     form), the planner flattens the layers, which lets it scan the source in parallel
     (PostgreSQL 15 plans no parallel scan under OFFSET) and drop what verify never reads.
+    Quick (the INSERT fast path), the problem column only says whether there is one.
     """
     n = len(rule.lines)
-    columns, hashes, accounts_known = [], [], []
+    columns, hashes, account_problems, accounts_ok = [], [], [], []
     for i, line in enumerate(rule.lines, start=1):
         account = literal(line.account) if line.account is not None else f"({line.account_sql})"
         value = f"({line.amount})::numeric"
@@ -162,11 +163,15 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
                       f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
         if line.account_sql is not None:
             # a code of ledger.toml is known without a lookup; any other must be in ledger.account
-            known = ""
+            lookup = f"EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.a{i})"
+            unknown, known = f"NOT {lookup}", lookup
             if 0 < len(rule.chart) <= CHART_INLINE_MAX:
-                known = f"x.a{i} <> ALL (ARRAY[{', '.join(literal(c) for c in rule.chart)}]::text[]) AND "
-            accounts_known.append(
-                f"           WHEN {known}NOT EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.a{i})\n"
+                chart = f"ARRAY[{', '.join(literal(c) for c in rule.chart)}]::text[]"
+                unknown = f"x.a{i} <> ALL ({chart}) AND {unknown}"
+                known = f"(x.a{i} = ANY ({chart}) OR {known})"
+            accounts_ok.append(f"\n                 AND {known}")
+            account_problems.append(
+                f"           WHEN {unknown}\n"
                 f"               THEN '23503 account ' || quote_literal(x.a{i}) || ' of line {i} is not in ledger.account'"
             )
     # The checks of every line, one kind after the other (the first problem found is named).
@@ -179,8 +184,17 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
                for i in range(1, n + 1)]
     checks += [f"           WHEN x.a{i} IS NULL\n               THEN '22004 the account of line {i} is NULL'"
                for i in range(1, n + 1) if rule.lines[i - 1].account is None]
-    checks += accounts_known
+    checks += account_problems
     seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
+    balance = " + ".join(f"x.m{i}" for i in range(1, n + 1))
+    if quick:  # rows that fail the check are never written: their amounts need no guard
+        problem = fill(template("desired_check.sql"), balance=balance, amount_limit=AMOUNT_LIMIT,
+                       abs_list=", ".join(f"abs(x.m{i})" for i in range(1, n + 1)),
+                       account_checks="".join(accounts_ok))
+        amounts = ", ".join(f"x.m{i}" for i in range(1, n + 1))
+    else:
+        problem = fill(template("desired_problem.sql"), balance=balance, line_checks="\n".join(checks))
+        amounts = ", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1))
     text = fill(
         template("desired.sql"),
         relation=relation,
@@ -192,10 +206,9 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
         lines=",\n           ".join(columns),
         all_zero=" AND ".join(f"x.m{i} = 0" for i in range(1, n + 1)),
         account_list=", ".join(f"x.a{i}" for i in range(1, n + 1)),
-        guarded_list=", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1)),
+        amount_list=amounts,
         fingerprint=f"hashtextextended(x.currency, {seed}) # ({' + '.join(hashes)})",
-        balance=" + ".join(f"x.m{i}" for i in range(1, n + 1)),
-        line_checks="\n".join(checks),
+        problem=problem.rstrip(),
         when=rule.when or "true",
     ).rstrip()
     return text if fenced else FENCE.sub("", text)
@@ -272,7 +285,7 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
-        reconcile_insert=fill(template("post_new.sql"), desired=desired_sql(rule, target, "new_rows"),
+        reconcile_insert=fill(template("post_new.sql"), desired=desired_sql(rule, target, "new_rows", quick=True),
                               rule=literal(rule.name)).rstrip(),
         reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
         reconcile_delete=reconcile_sql(rule, target, none, keys("old_rows")),
