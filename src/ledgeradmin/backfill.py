@@ -220,8 +220,8 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
         source=target.ident,
         after="__AFTER__",
         batch_size=str(batch_size),
-    )
-    after_sql = f"WHERE ({batch.key_columns}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
+    ).replace("%", "%%")
+    after_sql = f"WHERE ({batch.key_columns.replace('%', '%%')}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
 
     def one_batch() -> tuple[int, tuple | None]:
         """Lock and reconcile the next batch: (rows locked, last key locked)."""
@@ -231,7 +231,7 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
                 with conn.transaction():
                     query = batch.locked_statement(batch_size, last is not None, budget[0])
                     posted, reversed_, reposted, scanned, *last_key = conn.execute(
-                        query, _after_params(last) or {}).fetchone()  # {}: '%%' stands for '%'
+                        query, _after_params(last)).fetchone()
                 _count(summary, budget, posted, reversed_, reposted)
                 return scanned, (tuple(last_key) if scanned else None)
             except psycopg.Error as exc:
@@ -261,10 +261,10 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
         _retrying(lambda: _resolve_stale_failures(conn, batch, summary, budget))
 
 
-def _after_params(last: tuple | None) -> dict | None:
-    if last is None:
-        return None
-    return {f"a{i}": v for i, v in enumerate(last)}
+def _after_params(last: tuple | None) -> dict:
+    """Parameters of the keyset cursor; a dict even for the first batch, so that the query
+    text is always read with parameters ('%%' stands for '%')."""
+    return {f"a{i}": v for i, v in enumerate(last or ())}
 
 
 def _reverse_gone(conn, batch: _Batch, lo, hi, batch_size: int, summary, budget) -> None:

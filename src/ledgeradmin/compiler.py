@@ -150,7 +150,7 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
     Quick (the INSERT fast path), the problem column only says whether there is one.
     """
     n = len(rule.lines)
-    columns, hashes, account_problems, accounts_ok = [], [], [], []
+    columns, hashes = [], []
     for i, line in enumerate(rule.lines, start=1):
         account = literal(line.account) if line.account is not None else f"({line.account_sql})"
         value = f"({line.amount})::numeric"
@@ -161,40 +161,8 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
         seed = f"hashtext({account if line.account is not None else f'x.a{i}'})"
         hashes.append(f"((hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT})"
                       f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
-        if line.account_sql is not None:
-            # a code of ledger.toml is known without a lookup; any other must be in ledger.account
-            lookup = f"EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.a{i})"
-            unknown, known = f"NOT {lookup}", lookup
-            if 0 < len(rule.chart) <= CHART_INLINE_MAX:
-                chart = f"ARRAY[{', '.join(literal(c) for c in rule.chart)}]::text[]"
-                unknown = f"x.a{i} <> ALL ({chart}) AND {unknown}"
-                known = f"(x.a{i} = ANY ({chart}) OR {known})"
-            accounts_ok.append(f"\n                 AND {known}")
-            account_problems.append(
-                f"           WHEN {unknown}\n"
-                f"               THEN '23503 account ' || quote_literal(x.a{i}) || ' of line {i} is not in ledger.account'"
-            )
-    # The checks of every line, one kind after the other (the first problem found is named).
-    checks = [f"           WHEN x.m{i} IS NULL\n               THEN '22004 the amount of line {i} is NULL'"
-              for i in range(1, n + 1)]
-    checks += [f"           WHEN x.m{i} = 'NaN'\n               THEN '22023 the amount of line {i} is NaN'"
-               for i in range(1, n + 1)]
-    checks += [f"           WHEN abs(x.m{i}) >= {AMOUNT_LIMIT}\n"
-               f"               THEN '22003 the amount of line {i}, ' || abs(x.m{i}) || ', overflows numeric(20, 4)'"
-               for i in range(1, n + 1)]
-    checks += [f"           WHEN x.a{i} IS NULL\n               THEN '22004 the account of line {i} is NULL'"
-               for i in range(1, n + 1) if rule.lines[i - 1].account is None]
-    checks += account_problems
     seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
-    balance = " + ".join(f"x.m{i}" for i in range(1, n + 1))
-    if quick:  # rows that fail the check are never written: their amounts need no guard
-        problem = fill(template("desired_check.sql"), balance=balance, amount_limit=AMOUNT_LIMIT,
-                       abs_list=", ".join(f"abs(x.m{i})" for i in range(1, n + 1)),
-                       account_checks="".join(accounts_ok))
-        amounts = ", ".join(f"x.m{i}" for i in range(1, n + 1))
-    else:
-        problem = fill(template("desired_problem.sql"), balance=balance, line_checks="\n".join(checks))
-        amounts = ", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1))
+    problem, amounts = _checks(rule, quick)
     text = fill(
         template("desired.sql"),
         relation=relation,
@@ -208,10 +176,52 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
         account_list=", ".join(f"x.a{i}" for i in range(1, n + 1)),
         amount_list=amounts,
         fingerprint=f"hashtextextended(x.currency, {seed}) # ({' + '.join(hashes)})",
-        problem=problem.rstrip(),
+        problem=problem,
         when=rule.when or "true",
     ).rstrip()
     return text if fenced else FENCE.sub("", text)
+
+
+def _checks(rule: Rule, quick: bool) -> tuple[str, str]:
+    """The problem column of desired.sql and its amounts array, over the columns of layer x.
+
+    Detailed, the problem names the first check a row fails (desired_problem.sql) and the
+    amounts beyond numeric(20, 4) are NULL; quick, it only says that some check fails
+    (desired_check.sql), and the amounts need no guard: such rows are never written.
+    """
+    n = len(rule.lines)
+    balance = " + ".join(f"x.m{i}" for i in range(1, n + 1))
+    known, unknown = {}, {}  # line -> condition on its account_sql value
+    for i, line in enumerate(rule.lines, start=1):
+        if line.account_sql is not None:
+            # a code of ledger.toml is known without a lookup; any other must be in ledger.account
+            lookup = f"EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.a{i})"
+            known[i], unknown[i] = lookup, f"NOT {lookup}"
+            if 0 < len(rule.chart) <= CHART_INLINE_MAX:
+                chart = f"ARRAY[{', '.join(literal(c) for c in rule.chart)}]::text[]"
+                known[i] = f"(x.a{i} = ANY ({chart}) OR {lookup})"
+                unknown[i] = f"x.a{i} <> ALL ({chart}) AND NOT {lookup}"
+    if quick:
+        problem = fill(template("desired_check.sql"), balance=balance, amount_limit=AMOUNT_LIMIT,
+                       abs_list=", ".join(f"abs(x.m{i})" for i in range(1, n + 1)),
+                       account_checks="".join(f"\n                 AND {c}" for c in known.values()))
+        return problem.rstrip(), ", ".join(f"x.m{i}" for i in range(1, n + 1))
+    # every line's checks, one kind after the other (the first problem found is named)
+    checks = [f"           WHEN x.m{i} IS NULL\n               THEN '22004 the amount of line {i} is NULL'"
+              for i in range(1, n + 1)]
+    checks += [f"           WHEN x.m{i} = 'NaN'\n               THEN '22023 the amount of line {i} is NaN'"
+               for i in range(1, n + 1)]
+    checks += [f"           WHEN abs(x.m{i}) >= {AMOUNT_LIMIT}\n"
+               f"               THEN '22003 the amount of line {i}, ' || abs(x.m{i}) || ', overflows numeric(20, 4)'"
+               for i in range(1, n + 1)]
+    checks += [f"           WHEN x.a{i} IS NULL\n               THEN '22004 the account of line {i} is NULL'"
+               for i in unknown]
+    checks += [f"           WHEN {c}\n"
+               f"               THEN '23503 account ' || quote_literal(x.a{i}) || ' of line {i} is not in ledger.account'"
+               for i, c in unknown.items()]
+    problem = fill(template("desired_problem.sql"), balance=balance, line_checks="\n".join(checks))
+    amounts = ", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1))
+    return problem.rstrip(), amounts
 
 
 #: An OFFSET 0 line of desired.sql: the end of one layer.

@@ -145,12 +145,15 @@ def verify(
     return VerifyResult(reports, ledger, since, time.monotonic() - started)
 
 
+def _recent_entries(since: dt.date) -> str:
+    """An array of the ids of the entries dated on or after ``since``, for `x = ANY (…)`:
+    rows keyed by entry are then fetched by index, never by a scan of the whole table,
+    whatever the planner estimates."""
+    return f"ARRAY(SELECT e.id FROM ledger.entry AS e WHERE e.effective_at >= {literal(since.isoformat())}::date)"
+
+
 def _postings(rule: Rule, since: dt.date | None) -> str:
-    recent = ""
-    if since is not None:
-        # the postings of recent entries, fetched by index: never a scan of every posting
-        recent = ("\n  AND p.entry_id = ANY (ARRAY(SELECT e.id FROM ledger.entry AS e"
-                  f" WHERE e.effective_at >= {literal(since.isoformat())}::date))")
+    recent = f"\n  AND p.entry_id = ANY ({_recent_entries(since)})" if since is not None else ""
     return fill(template("queries/verify_postings.sql"), recent=recent, rule=literal(rule.name)).rstrip()
 
 
@@ -223,10 +226,7 @@ def _verify_ledger(conn, since: dt.date | None, detailed: bool, max_keys: int) -
         day = f"{literal(since.isoformat())}::date"
         filters = {
             "entries": f"AND e.effective_at >= {day}",
-            # the lines of recent entries, fetched by index (= ANY of an array): never a
-            # scan of every line, whatever the planner estimates
-            "lines": "(SELECT l0.* FROM ledger.line AS l0 WHERE l0.entry_id = ANY (ARRAY("
-                     f"SELECT e1.id FROM ledger.entry AS e1 WHERE e1.effective_at >= {day})))",
+            "lines": f"(SELECT l.* FROM ledger.line AS l WHERE l.entry_id = ANY ({_recent_entries(since)}))",
         }
     exact = fill(template("queries/verify_ledger.sql"), **filters)
     if since is None:
