@@ -372,6 +372,34 @@ def test_block_rolls_back_a_bad_posting(conn, amount_type, amount, extra, reason
     assert count(conn, "ledger.failure") == 0
 
 
+def test_account_sql_value_known_only_to_ledger_account_posts(conn):
+    """An account_sql value that is not a code of ledger.toml is looked up in ledger.account
+    (on INSERT, by ledger.known_account): a code added there by hand posts, alone and beside
+    a code of ledger.toml, without a replay; a code in neither is refused, naming the row."""
+    install_custom_rule(conn, "CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, acct text)",
+                        lines=[{"account_sql": "acct", "debit": "amount"}, {"account": "4000", "credit": "amount"}])
+    conn.execute("INSERT INTO ledger.account (code, name, type) VALUES ('7777', 'Added by hand', 'asset')")
+    calls = "SELECT pg_stat_get_xact_function_calls(%s::regprocedure)"
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        conn.execute("INSERT INTO public.custom_src (id, amount, acct) VALUES (1, 10, '7777')")
+        conn.execute("INSERT INTO public.custom_src (id, amount, acct) VALUES (2, 5, '1100'), (3, 7, '7777')")
+        # posted by the INSERT fast path: the lookup ran, and ledger.posting_problem, which
+        # fails a statement for the replay, was never entered (NULL, not even 0 calls)
+        assert conn.execute(calls, ("ledger.known_account(text)",)).fetchone()[0] >= 1
+        assert conn.execute(calls, ("ledger.posting_problem(text,numeric[])",)).fetchone()[0] is None
+    debited = {}
+    for key in ("1", "2", "3"):
+        (entry_id,) = live_entry_ids(conn, "custom", key)
+        debited[key] = [line[0] for line in lines_of(conn, entry_id) if line[2] > 0]
+    assert debited == {"1": ["7777"], "2": ["1100"], "3": ["7777"]}
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute("INSERT INTO public.custom_src (id, amount, acct) VALUES (4, 10, '8888')")
+    assert_names_row(info.value, "custom", "public.custom_src", "(id)=(4)", "'8888'", "23503")
+    assert count(conn, "public.custom_src") == 3
+    assert_ledger_invariants(conn)
+
+
 def test_custom_rule_control_row_posts(connect):
     """The rules of the bad-row cases post a good row (so their failures are the rows' fault)."""
     for i, (_, amount_type, _, extra, _, _) in enumerate(CUSTOM_BAD_ROWS, start=100):

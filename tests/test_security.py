@@ -209,6 +209,7 @@ CALLS = {
     "record_failure": "SELECT ledger.record_failure('sale', '1', '23514', 'forged', NULL, NULL)",
     "posting_problem": "SELECT ledger.posting_problem('23514 forged', NULL)",
     "refuse_change": "SELECT ledger.refuse_change()",
+    "known_account": "SELECT ledger.known_account('1000')",
 }
 
 

@@ -10,29 +10,25 @@
 -- the sum over the lines of a hash of account and rounded amount less the hash of a zero
 -- amount on that account, so zero lines add nothing and the order of the lines does not
 -- matter.
--- Two layers: the inner one evaluates the rule's expressions (an account and a rounded
--- amount per line as scalar columns), the outer one builds the arrays, the fingerprint
--- and the problem from those scalars. Each ends in an OFFSET 0 fence, so that every
+-- Two layers: the inner one evaluates the rule's expressions (desired_columns.sql: an
+-- account and a rounded amount per line as scalar columns), the outer one builds the
+-- arrays, the fingerprint and the problem from those scalars. Each ends in an OFFSET 0 fence, so that every
 -- expression is computed once per row however often it is referred to. Verify removes
 -- the fences (compiler.desired_sql, fenced=False): it reads only keys and fingerprints,
 -- and the planner then drops the arrays and the problem checks and scans the source in
 -- parallel (PostgreSQL 15 plans no parallel scan under an OFFSET).
--- The problem is named by desired_problem.sql; the INSERT fast path of the posting
--- functions only tests that there is none (desired_check.sql, cheaper) and replays a
--- failing statement row by row through the named checks.
--- The trigger, backfill and verify all use this one query, so they cannot disagree.
+-- The problem is named by desired_problem.sql. The INSERT fast path of the posting
+-- functions (post_new.sql) reads the same columns of desired_columns.sql but skips this
+-- query's arrays, fences and named checks; a statement failing any check there is replayed
+-- row by row through this query.
+-- The trigger, backfill and verify all use these expressions, so they cannot disagree.
 SELECT x.source_key, x.key_num, x.effective_at, x.memo, x.currency,
        ARRAY[{{account_list}}]::text[] AS accounts,
        ARRAY[{{amount_list}}]::numeric[] AS amounts,
        {{fingerprint}} AS fingerprint,
 {{problem}} AS problem
 FROM (
-    SELECT {{key_text}} AS source_key,
-           {{key_num}} AS key_num,
-           ({{date}})::timestamptz AS effective_at,
-           ({{memo}})::text AS memo,
-           ({{currency}})::text AS currency,
-           {{lines}}
+    SELECT {{columns}}
     FROM {{relation}} AS r
     WHERE ({{when}}) IS TRUE
     OFFSET 0  -- each expression of the rule evaluated once per row

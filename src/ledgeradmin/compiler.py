@@ -140,72 +140,95 @@ def key_display(target: Target, value: str) -> str:
     return f"{literal(f'({names})=')} || {value}"
 
 
-def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = True, quick: bool = False) -> str:
+def _columns(rule: Rule, target: Target) -> str:
+    """The rule's expressions over a row r (desired_columns.sql): the x layer of every reader."""
+    lines = []
+    for i, line in enumerate(rule.lines, start=1):
+        value = f"({line.amount})::numeric"
+        signed = value if line.side == "debit" else f"-({value})"
+        lines.append(f"{_account(line)} AS a{i}, round({signed}, {AMOUNT_SCALE}) AS m{i}")
+    return fill(
+        template("desired_columns.sql"),
+        key_text=key_text(target),
+        key_num=key_num(target),
+        date=rule.date or "now()",
+        memo=rule.memo or "NULL",
+        currency=rule.currency,
+        lines=",\n           ".join(lines),
+    ).rstrip()
+
+
+def _account(line) -> str:
+    return literal(line.account) if line.account is not None else f"({line.account_sql})"
+
+
+def _fingerprint(rule: Rule) -> str:
+    """The fingerprint of a desired posting, over the columns of layer x."""
+    hashes = []
+    for i, line in enumerate(rule.lines, start=1):
+        # the line's hash, less that of a zero amount on the same account (so that a zero
+        # line adds 0); for a constant account that second hash is folded at planning
+        seed = f"hashtext({_account(line) if line.account is not None else f'x.a{i}'})"
+        hashes.append(f"((hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT})"
+                      f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
+    seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
+    return f"hashtextextended(x.currency, {seed}) # ({' + '.join(hashes)})"
+
+
+def _all_zero(rule: Rule) -> str:
+    return " AND ".join(f"x.m{i} = 0" for i in range(1, len(rule.lines) + 1))
+
+
+def _balance(rule: Rule) -> str:
+    return " + ".join(f"x.m{i}" for i in range(1, len(rule.lines) + 1))
+
+
+def _account_lookup(i: int) -> str:
+    return f"EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.a{i})"
+
+
+def _chart(rule: Rule) -> str | None:
+    """The codes of ledger.toml as an SQL array, when few enough to compile into a function."""
+    if 0 < len(rule.chart) <= CHART_INLINE_MAX:
+        return f"ARRAY[{', '.join(literal(c) for c in rule.chart)}]::text[]"
+    return None
+
+
+def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = True) -> str:
     """The desired posting of every row of ``relation`` (aliased r) under ``rule``.
 
     Fenced (the writers' form), each layer ends in OFFSET 0, so that each expression is
     computed once per row however often the layers above refer to it. Unfenced (verify's
     form), the planner flattens the layers, which lets it scan the source in parallel
     (PostgreSQL 15 plans no parallel scan under OFFSET) and drop what verify never reads.
-    Quick (the INSERT fast path), the problem column only says whether there is one.
     """
     n = len(rule.lines)
-    columns, hashes = [], []
-    for i, line in enumerate(rule.lines, start=1):
-        account = literal(line.account) if line.account is not None else f"({line.account_sql})"
-        value = f"({line.amount})::numeric"
-        signed = value if line.side == "debit" else f"-({value})"
-        columns.append(f"{account} AS a{i}, round({signed}, {AMOUNT_SCALE}) AS m{i}")
-        # the line's hash, less that of a zero amount on the same account (so that a zero
-        # line adds 0); for a constant account that second hash is folded at planning
-        seed = f"hashtext({account if line.account is not None else f'x.a{i}'})"
-        hashes.append(f"((hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT})"
-                      f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
-    seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
-    problem, amounts = _checks(rule, quick)
     text = fill(
         template("desired.sql"),
         relation=relation,
-        key_text=key_text(target),
-        key_num=key_num(target),
-        date=rule.date or "now()",
-        memo=rule.memo or "NULL",
-        currency=rule.currency,
-        lines=",\n           ".join(columns),
-        all_zero=" AND ".join(f"x.m{i} = 0" for i in range(1, n + 1)),
+        columns=_columns(rule, target),
+        all_zero=_all_zero(rule),
         account_list=", ".join(f"x.a{i}" for i in range(1, n + 1)),
-        amount_list=amounts,
-        fingerprint=f"hashtextextended(x.currency, {seed}) # ({' + '.join(hashes)})",
-        problem=problem,
+        amount_list=", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1)),
+        fingerprint=_fingerprint(rule),
+        problem=_problem(rule),
         when=rule.when or "true",
     ).rstrip()
     return text if fenced else FENCE.sub("", text)
 
 
-def _checks(rule: Rule, quick: bool) -> tuple[str, str]:
-    """The problem column of desired.sql and its amounts array, over the columns of layer x.
-
-    Detailed, the problem names the first check a row fails (desired_problem.sql) and the
-    amounts beyond numeric(20, 4) are NULL; quick, it only says that some check fails
-    (desired_check.sql), and the amounts need no guard: such rows are never written.
-    """
+def _problem(rule: Rule) -> str:
+    """The problem column of desired.sql (desired_problem.sql), over the columns of layer x:
+    the first check a row fails, named. Amounts beyond numeric(20, 4) are NULL in the
+    amounts array, so that computing it never fails."""
     n = len(rule.lines)
-    balance = " + ".join(f"x.m{i}" for i in range(1, n + 1))
-    known, unknown = {}, {}  # line -> condition on its account_sql value
+    unknown = {}  # line -> condition: its account_sql value is not in ledger.account
+    chart = _chart(rule)
     for i, line in enumerate(rule.lines, start=1):
         if line.account_sql is not None:
             # a code of ledger.toml is known without a lookup; any other must be in ledger.account
-            lookup = f"EXISTS (SELECT FROM ledger.account AS a WHERE a.code = x.a{i})"
-            known[i], unknown[i] = lookup, f"NOT {lookup}"
-            if 0 < len(rule.chart) <= CHART_INLINE_MAX:
-                chart = f"ARRAY[{', '.join(literal(c) for c in rule.chart)}]::text[]"
-                known[i] = f"(x.a{i} = ANY ({chart}) OR {lookup})"
-                unknown[i] = f"x.a{i} <> ALL ({chart}) AND NOT {lookup}"
-    if quick:
-        problem = fill(template("desired_check.sql"), balance=balance, amount_limit=AMOUNT_LIMIT,
-                       abs_list=", ".join(f"abs(x.m{i})" for i in range(1, n + 1)),
-                       account_checks="".join(f"\n                 AND {c}" for c in known.values()))
-        return problem.rstrip(), ", ".join(f"x.m{i}" for i in range(1, n + 1))
+            unknown[i] = (f"x.a{i} <> ALL ({chart}) AND NOT {_account_lookup(i)}" if chart
+                          else f"NOT {_account_lookup(i)}")
     # every line's checks, one kind after the other (the first problem found is named)
     checks = [f"           WHEN x.m{i} IS NULL\n               THEN '22004 the amount of line {i} is NULL'"
               for i in range(1, n + 1)]
@@ -219,9 +242,30 @@ def _checks(rule: Rule, quick: bool) -> tuple[str, str]:
     checks += [f"           WHEN {c}\n"
                f"               THEN '23503 account ' || quote_literal(x.a{i}) || ' of line {i} is not in ledger.account'"
                for i, c in unknown.items()]
-    problem = fill(template("desired_problem.sql"), balance=balance, line_checks="\n".join(checks))
-    amounts = ", ".join(f"CASE WHEN abs(x.m{i}) < {AMOUNT_LIMIT} THEN x.m{i} END" for i in range(1, n + 1))
-    return problem.rstrip(), amounts
+    return fill(template("desired_problem.sql"), balance=_balance(rule), line_checks="\n".join(checks)).rstrip()
+
+
+def insert_sql(rule: Rule, target: Target, relation: str = "new_rows") -> str:
+    """The INSERT fast path of a posting function (post_new.sql): the rows of ``relation``
+    posted in one statement that fails when any row fails a check (the caller then replays)."""
+    n = len(rule.lines)
+    checks = ["isfinite(x.effective_at)", f"{_balance(rule)} = 0"]
+    chart = _chart(rule)
+    for i, line in enumerate(rule.lines, start=1):
+        if line.account_sql is not None:
+            known = f"ledger.known_account(x.a{i})"
+            checks.append(f"(x.a{i} = ANY ({chart}) OR {known})" if chart else known)
+    return fill(
+        template("post_new.sql"),
+        relation=relation,
+        columns=_columns(rule, target),
+        when=rule.when or "true",
+        rule=literal(rule.name),
+        all_zero=_all_zero(rule),
+        checks="\n            AND ".join(checks),
+        line_values=", ".join(f"({i}, x.a{i}, x.m{i})" for i in range(1, n + 1)),
+        fingerprint=_fingerprint(rule),
+    ).rstrip()
 
 
 #: An OFFSET 0 line of desired.sql: the end of one layer.
@@ -295,8 +339,7 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
-        reconcile_insert=fill(template("post_new.sql"), desired=desired_sql(rule, target, "new_rows", quick=True),
-                              rule=literal(rule.name)).rstrip(),
+        reconcile_insert=insert_sql(rule, target),
         reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
         reconcile_delete=reconcile_sql(rule, target, none, keys("old_rows")),
         fallback=fallback,
@@ -320,7 +363,7 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
 def core_statements() -> list[str]:
     """The shared functions every posting function calls (idempotent)."""
     out: list[str] = []
-    for name in ("record_failure.sql", "posting_problem.sql"):
+    for name in ("record_failure.sql", "posting_problem.sql", "known_account.sql"):
         out += statements(name)
     return out
 
