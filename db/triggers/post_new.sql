@@ -17,7 +17,7 @@
 WITH x AS (
     SELECT {{columns}},
            nextval('ledger.entry_id_seq'::regclass) AS new_entry_id
-    FROM {{relation}} AS r
+    FROM new_rows AS r
     WHERE ({{when}}) IS TRUE
 ), new AS (
     INSERT INTO ledger.entry (id, rule, source_key, effective_at, memo)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from .catalog import Target
-from .config import Config, Rule
+from .config import Config, Line, Rule
 from .resources import read_sql
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -158,7 +158,7 @@ def _columns(rule: Rule, target: Target) -> str:
     ).rstrip()
 
 
-def _account(line) -> str:
+def _account(line: Line) -> str:
     return literal(line.account) if line.account is not None else f"({line.account_sql})"
 
 
@@ -245,9 +245,9 @@ def _problem(rule: Rule) -> str:
     return fill(template("desired_problem.sql"), balance=_balance(rule), line_checks="\n".join(checks)).rstrip()
 
 
-def insert_sql(rule: Rule, target: Target, relation: str = "new_rows") -> str:
-    """The INSERT fast path of a posting function (post_new.sql): the rows of ``relation``
-    posted in one statement that fails when any row fails a check (the caller then replays)."""
+def insert_sql(rule: Rule, target: Target) -> str:
+    """The INSERT fast path of a posting function (post_new.sql): the rows of new_rows posted
+    in one statement that fails when any row fails a check (the caller then replays)."""
     n = len(rule.lines)
     checks = ["isfinite(x.effective_at)", f"{_balance(rule)} = 0"]
     chart = _chart(rule)
@@ -257,7 +257,6 @@ def insert_sql(rule: Rule, target: Target, relation: str = "new_rows") -> str:
             checks.append(f"(x.a{i} = ANY ({chart}) OR {known})" if chart else known)
     return fill(
         template("post_new.sql"),
-        relation=relation,
         columns=_columns(rule, target),
         when=rule.when or "true",
         rule=literal(rule.name),
