@@ -12,8 +12,9 @@
 -- matter.
 -- Two layers: the inner one evaluates the rule's expressions (desired_columns.sql: an
 -- account and a rounded amount per line as scalar columns), the outer one builds the
--- arrays, the fingerprint and the problem from those scalars. Each ends in an OFFSET 0 fence, so that every
--- expression is computed once per row however often it is referred to. Verify removes
+-- arrays, the fingerprint and the problem from those scalars. Each ends in an OFFSET 0
+-- fence, so that every expression is computed once per row however often it is referred
+-- to. Verify removes
 -- the fences (compiler.desired_sql, fenced=False): it reads only keys and fingerprints,
 -- and the planner then drops the arrays and the problem checks and scans the source in
 -- parallel (PostgreSQL 15 plans no parallel scan under an OFFSET).

@@ -2,7 +2,8 @@
 -- fast path of the posting functions calls it for an `account_sql` value that is not one of
 -- the codes compiled into the function. A function call is evaluated only when reached: a
 -- lookup written into the statement would open ledger.account and its index on every
--- execution, whether or not any row needs it.
+-- execution, whether or not any row needs it. PL/pgSQL, not SQL: a SQL function would be
+-- inlined into the statement as just such a lookup.
 CREATE OR REPLACE FUNCTION ledger.known_account(p_code text)
     RETURNS boolean
     LANGUAGE plpgsql

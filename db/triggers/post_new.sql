@@ -7,8 +7,8 @@
 --   key does have one (a row deleted while the trigger was off, now inserted again), the
 --   posting link's unique key refuses the statement.
 -- - A row is written only if it passes every check of desired_problem.sql: those on date,
---   balance and accounts are tested here, in one conjunction; the ledger's
---   own constraints refuse a bad currency (line_currency_check) and an amount beyond
+--   balance and accounts are tested here, in one conjunction; the ledger's own
+--   constraints refuse a bad currency (line_currency_check) and an amount beyond
 --   numeric(20, 4), and NULL or NaN amounts fail the balance. A failing row fails the
 --   statement (ledger.posting_problem), before anything is kept.
 -- Either way the posting function replays the statement's rows one by one through the
