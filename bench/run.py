@@ -6,7 +6,7 @@ against the best hand-written SQL, on a throwaway PostgreSQL server (default set
     make bench BENCH_ARGS="--quick --only oltp"
 
 Prints a table, writes bench/results.json and docs/benchmarks.md. Sections: oltp.py, bulk.py,
-backfill.py, verify.py (memory is measured with backfill and verify); method in docs/benchmarks.md.
+backfill.py, verify.py, badrows.py (memory is measured with backfill and verify); method in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backfill  # noqa: E402
+import badrows  # noqa: E402
 import bulk  # noqa: E402
 import oltp  # noqa: E402
 import report  # noqa: E402
 import verify  # noqa: E402
 from common import REPO, Bench, git_state, log, machine, pg_settings  # noqa: E402
 
-SECTIONS = ("oltp", "bulk", "backfill", "verify")
+SECTIONS = ("oltp", "bulk", "backfill", "verify", "badrows")
 
 #: Sizes and durations per mode.
 MODES = {
@@ -41,6 +42,7 @@ MODES = {
         verify_sizes=(1_000_000, 10_000_000),
         verify_rounds={1_000_000: 2, 10_000_000: 1},
         since_rounds={1_000_000: 1, 10_000_000: 1},
+        badrows=dict(n=100_000, rounds=2),
     ),
     "quick": dict(
         oltp=dict(rounds=2, insert_seconds=2, update_seconds=2, clients=(2, 8), update_clients=(2,),
@@ -50,6 +52,7 @@ MODES = {
         verify_sizes=(200_000, 1_000_000),
         verify_rounds={200_000: 2, 1_000_000: 1},
         since_rounds={200_000: 1, 1_000_000: 1},
+        badrows=dict(n=20_000, rounds=1),
     ),
 }
 
@@ -122,6 +125,11 @@ def main(argv=None) -> int:
                 if db is None:
                     bench.drop_db(f"bench_verify_{n}")
                 section_seconds[f"verify_{n}"] = time.monotonic() - t
+        if "badrows" in sections:
+            log(f"5. one bad row in a statement of {mode['badrows']['n']:,} rows")
+            t = time.monotonic()
+            results["badrows"] = badrows.run(bench, **mode["badrows"])
+            section_seconds["badrows"] = time.monotonic() - t
     except KeyboardInterrupt:
         log("interrupted: stopping the server")
         return 130

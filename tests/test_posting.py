@@ -13,6 +13,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from ledgeradmin.backfill import backfill
 from ledgeradmin.config import parse_config
 from ledgeradmin.install import install
 
@@ -457,6 +458,51 @@ def test_failing_row_in_multi_row_insert_rolls_back_the_statement(shop):
     assert_sales_ledger_matches(shop)
 
 
+DIVIDED_SRC = "CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, divisor numeric)"
+DIVIDED_LINES = [{"account": "1100", "debit": "amount / divisor"}, {"account": "4000", "credit": "amount / divisor"}]
+
+
+def test_block_large_statement_names_its_first_bad_row(shop):
+    """In a statement of many rows with several bad ones, the error names the first bad row
+    in statement order, and the statement rolls back; the same holds for an UPDATE of many
+    rows, which keeps every previous posting."""
+    insert = """INSERT INTO public.sales (id, customer, total, currency)
+                SELECT g, 'c' || g, g, CASE g WHEN 700 THEN 'eur' WHEN 1500 THEN 'usd' WHEN 2900 THEN 'usd'
+                                              ELSE 'USD' END
+                FROM generate_series(%s::int, %s::int, %s::int) AS g"""
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute(insert, (3000, 1, -1))  # the rows come in descending order: 2900 is first
+    assert_names_row(info.value, "sale", "public.sales", "(id)=(2900)", "currency 'usd'", "22023")
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute(insert, (1, 3000, 1))
+    assert_names_row(info.value, "sale", "public.sales", "(id)=(700)", "currency 'eur'", "22023")
+    assert count(shop, "public.sales") == 0 and count(shop, "ledger.entry") == 0
+    shop.execute("INSERT INTO public.sales (id, customer, total) SELECT g, 'c' || g, g FROM generate_series(1, 3000) AS g")
+    entries = count(shop, "ledger.entry")
+    with pytest.raises(psycopg.Error) as info:
+        shop.execute("UPDATE public.sales SET total = total + 1, currency = CASE WHEN id % 1000 = 999 THEN 'eur'"
+                      " ELSE currency END")
+    assert_names_row(info.value, "sale", "public.sales", "(id)=(999)", "currency 'eur'", "22023")
+    assert count(shop, "ledger.entry") == entries
+    assert_sales_ledger_matches(shop)
+
+
+@pytest.mark.parametrize("first, sqlstate", [("error", "22012"), ("problem", "22004")])
+def test_block_names_the_first_of_an_expression_error_and_a_problem(conn, first, sqlstate):
+    """A row whose expression raises (division by zero) and a row with a NULL amount in one
+    statement: whichever comes first in the statement is the row named."""
+    install_custom_rule(conn, DIVIDED_SRC, lines=DIVIDED_LINES)
+    rows = {"error": "(%s, 10, 0)", "problem": "(%s, NULL, 1)"}
+    second = "problem" if first == "error" else "error"
+    values = ", ".join(["(1, 10, 1)", rows[first] % 2, "(3, 10, 2)", rows[second] % 4, "(5, 10, 5)"])
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(f"INSERT INTO public.custom_src (id, amount, divisor) VALUES {values}")
+    assert info.value.diag.sqlstate == sqlstate
+    assert info.value.diag.message_primary.startswith("ledgeradmin rule custom cannot post public.custom_src"
+                                                      " row (id)=(2): "), info.value.diag.message_primary
+    assert count(conn, "public.custom_src") == 0 and count(conn, "ledger.entry") == 0
+
+
 def add_voucher(conn, id: int, amount: str, status: str = "paid", paid_at: str | None = "2024-05-01 09:00+00",
                 method: str = "bank") -> None:
     conn.execute(
@@ -494,6 +540,54 @@ def test_defer_commits_and_records_the_failure_while_good_rows_post(shop):
     assert (rule, key, sqlstate, resolved_at) == ("payment", "2", "22004", None)
     assert "date" in message and "NULL" in message
     assert_ledger_invariants(shop)
+
+
+def test_defer_large_statement_records_every_bad_row_without_a_replay(shop, shop_config):
+    """A statement of many rows with bad ones of several kinds commits: each bad row is
+    recorded with its reason (the same one backfill states later), every other row posts,
+    and no row is replayed on its own (ledger.posting_problem, which the replay's
+    reconcile would call for each bad row, is never entered)."""
+    calls = "SELECT pg_stat_get_xact_function_calls(%s::regprocedure)"
+    with shop.transaction():
+        shop.execute("SET LOCAL track_functions = 'pl'")
+        shop.execute("""INSERT INTO public.payment_vouchers (id, payee, amount, method, status, paid_at)
+                        SELECT g, 'p' || g, CASE WHEN g % 500 = 1 OR g % 700 = 3 THEN 'NaN'::numeric ELSE g END,
+                               'bank', 'paid', CASE WHEN g % 900 = 2 THEN NULL ELSE now() END
+                        FROM generate_series(1, 3000) AS g""")
+        assert shop.execute(calls, ("ledger.posting_problem(text,numeric[])",)).fetchone()[0] is None
+    failures = shop.execute("SELECT source_key, sqlstate, message, detail, hint FROM ledger.failure"
+                            " WHERE resolved_at IS NULL ORDER BY source_key::int").fetchall()
+    def reason(g: int) -> tuple[str, str] | None:  # the first check a row fails: date, then amounts
+        if g % 900 == 2:
+            return "22004", "the date is NULL"
+        if g % 500 == 1 or g % 700 == 3:
+            return "22023", "the amount of line 1 is NaN"
+        return None
+
+    expected = sorted((str(g), *reason(g), None, None) for g in range(1, 3001) if reason(g))
+    assert sorted(failures) == expected
+    bad = {f[0] for f in failures}
+    posted = {r[0] for r in shop.execute(f"SELECT source_key FROM ({LIVE_ENTRIES}) AS e WHERE e.rule = 'payment'")}
+    assert posted == {str(g) for g in range(1, 3001)} - bad
+    assert live_lines(shop, "payment") == expected_lines(
+        shop, EXPECTED_PAYMENT_LINES.replace("v.amount <> 0", "v.amount <> 0 AND v.amount <> 'NaN'"))
+    backfill(shop, shop_config)  # backfill states the same reasons
+    again = shop.execute("SELECT source_key, sqlstate, message, detail, hint, attempts FROM ledger.failure"
+                         " WHERE resolved_at IS NULL").fetchall()
+    assert sorted(f[:5] for f in again) == expected and {f[5] for f in again} == {2}
+    assert_ledger_invariants(shop)
+
+
+def test_defer_expression_error_replays_row_by_row(conn):
+    """When an expression raises (division by zero), the rows are replayed one by one: the
+    row that raises and the row with a problem are each recorded, the others post."""
+    install_custom_rule(conn, DIVIDED_SRC, lines=DIVIDED_LINES, on_error="defer")
+    conn.execute("INSERT INTO public.custom_src (id, amount, divisor)"
+                 " VALUES (1, 10, 1), (2, 10, 0), (3, 10, 2), (4, NULL, 1), (5, 10, 5)")
+    failures = conn.execute("SELECT source_key, sqlstate, message FROM ledger.failure ORDER BY 1").fetchall()
+    assert failures == [("2", "22012", "division by zero"), ("4", "22004", "the amount of line 1 is NULL")]
+    assert sorted(r[0] for r in conn.execute("SELECT source_key FROM ledger.entry")) == ["1", "3", "5"]
+    assert_ledger_invariants(conn)
 
 
 def test_defer_failure_resolved_when_an_update_fixes_the_row(shop):

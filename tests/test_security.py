@@ -208,6 +208,7 @@ CALLS = {
     "post_sale": "SELECT ledger.post_sale()",
     "record_failure": "SELECT ledger.record_failure('sale', '1', '23514', 'forged', NULL, NULL)",
     "posting_problem": "SELECT ledger.posting_problem('23514 forged', NULL)",
+    "problem_message": "SELECT ledger.problem_message('23514 unbalanced', '{1,-2}')",
     "refuse_change": "SELECT ledger.refuse_change()",
     "known_account": "SELECT ledger.known_account('1000')",
 }

@@ -1,6 +1,35 @@
--- Template: on_error = "defer". The set-based reconcile failed; replay the statement's rows
--- one by one, each in its own subtransaction: the good rows post, each bad row is recorded
--- in ledger.failure for `ledgeradmin backfill`, and the write commits.
+-- Template: on_error = "defer". The statement's set-based reconcile failed.
+-- First, set-based again, in one subtransaction: each row of new_rows whose desired posting
+-- has a problem (NULL amount, unknown account, unbalanced …) is recorded in ledger.failure
+-- for `ledgeradmin backfill`, and the other rows are reconciled in one statement, whatever
+-- the statement's size. Otherwise (an expression raised an error, or that reconcile
+-- failed) the rows are replayed one by one, each in its own subtransaction: the good rows
+-- post and each bad row is recorded. Either way the write commits.
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            DECLARE
+                v_bad text[] := '{}';  -- the keys recorded as failures
+            BEGIN
+                FOR v_key, v_problem, v_amounts IN
+                    SELECT d.source_key, d.problem, d.amounts
+                    FROM (
+{{desired_new}}
+                ) AS d
+                    WHERE d.problem IS NOT NULL
+                LOOP
+                    PERFORM ledger.record_failure({{rule}}, v_key, left(v_problem, 5),
+                                                  ledger.problem_message(v_problem, v_amounts), NULL, NULL);
+                    v_bad := array_append(v_bad, v_key);
+                END LOOP;
+                IF TG_OP = 'INSERT' THEN
+{{reconcile_new_rest}};
+                ELSE
+{{reconcile_update_rest}};
+                END IF;
+                RETURN NULL;  -- the bad rows recorded, the others reconciled
+            EXCEPTION WHEN OTHERS THEN
+                NULL;  -- replayed below, row by row
+            END;
+        END IF;
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
             FOR v_row IN SELECT {{row_columns}} FROM new_rows AS r LOOP
                 v_key := {{row_key_text}};

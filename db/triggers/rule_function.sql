@@ -25,6 +25,8 @@ DECLARE
     v_detail   text;
     v_hint     text;
     v_count    bigint;
+    v_problem  text;
+    v_amounts  numeric[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         RAISE EXCEPTION 'TRUNCATE of % refused: rule % posts journal entries from it', {{source_label}}, {{rule}}

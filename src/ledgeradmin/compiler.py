@@ -312,6 +312,11 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     def keys(*relations: str) -> str:
         return "\nUNION\n".join(keys_sql(target, r) for r in relations)
 
+    def good(relation: str) -> str:
+        """The rows of a transition table outside v_bad (fallback_defer.sql: keys recorded as failures)."""
+        return (f"(SELECT r.* FROM {relation} AS r WHERE NOT EXISTS"
+                f" (SELECT FROM unnest(v_bad) AS b (key) WHERE b.key = {key_text(target)}))")
+
     one_key = one_key_sql(target, "v_key")
     one_row = "(SELECT (v_row).*)"
     # A plain table's transition rows have its own row type: `*` keeps the function valid
@@ -322,6 +327,11 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         row_columns = ", ".join(f"r.{sql.Identifier(c).as_string(None)}" for c in target.columns)
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
+        desired_new=desired_sql(rule, target, "new_rows"),
+        reconcile_new=reconcile_sql(rule, target, "new_rows", keys("new_rows")),
+        reconcile_new_rest=reconcile_sql(rule, target, good("new_rows"), keys(good("new_rows"))),
+        reconcile_update_rest=reconcile_sql(rule, target, good("new_rows"),
+                                            keys(good("new_rows"), good("old_rows"))),
         key_text=key_text(target),
         row_key_text=key_text(target, "v_row"),
         row_columns=row_columns,
