@@ -123,13 +123,17 @@ def one_key_sql(target: Target, text_expr: str) -> str:
     return f"SELECT {text_expr} AS source_key, {num} AS key_num"
 
 
+def link_key(target: Target) -> str:
+    """The column of CTE k (reconcile.sql) by which the links of a rule's keys are looked up."""
+    return "k.key_num" if target.integer_key else "k.source_key"
+
+
 def link_match(target: Target) -> str:
-    """Condition on ledger.posting p selecting the links of the keys in CTE k, fetched by
-    index (= ANY of an array): never a scan of every posting of the rule, whatever the
-    planner thinks k holds."""
+    """Condition on ledger.posting p selecting the link of key k, in the index on
+    (rule, key_num, source_key)."""
     if target.integer_key:
-        return "p.key_num = ANY (ARRAY(SELECT k.key_num FROM k))"
-    return "p.key_num IS NULL AND p.source_key = ANY (ARRAY(SELECT k.source_key FROM k))"
+        return "p.key_num = k.key_num"
+    return "p.key_num IS NULL AND p.source_key = k.source_key"
 
 
 def key_display(target: Target, value: str) -> str:
@@ -293,6 +297,7 @@ def reconcile_sql(
         desired=desired_sql(rule, target, relation),
         keys=keys,
         rule=literal(rule.name),
+        link_key=link_key(target),
         link_match=link_match(target),
         diff="x_all" if capped else "x",
         limit_cte=(f", x AS MATERIALIZED (\n    SELECT * FROM x_all ORDER BY source_key LIMIT {int(limit)}\n)"
