@@ -10,18 +10,10 @@ WITH {{prelude}}d AS MATERIALIZED (
 ), k AS MATERIALIZED (
 {{keys}}
 ), c AS MATERIALIZED (
-    -- The live link of each key, fetched by an index lookup of rule and key, one key after
-    -- the other (a lateral subquery the planner cannot flatten). Never a scan of the
-    -- rule's links, which the planner may choose when its statistics predate them.
     SELECT p.source_key, p.key_num, p.entry_id, p.fingerprint
-    FROM (SELECT DISTINCT {{link_key}} FROM k) AS k
-    CROSS JOIN LATERAL (
-        SELECT p.source_key, p.key_num, p.entry_id, p.fingerprint
-        FROM ledger.posting AS p
-        WHERE p.rule = {{rule}}
-          AND {{link_match}}
-        OFFSET 0
-    ) AS p
+    FROM ledger.posting AS p
+    WHERE p.rule = {{rule}}
+      AND {{link_match}}
 ), {{diff}} AS MATERIALIZED (
     -- Entry ids are drawn here, the reversal's before the new entry's, so that every later
     -- step reads x alone (no join back on RETURNING) and a reversal precedes its repost.

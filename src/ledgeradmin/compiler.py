@@ -123,17 +123,18 @@ def one_key_sql(target: Target, text_expr: str) -> str:
     return f"SELECT {text_expr} AS source_key, {num} AS key_num"
 
 
-def link_key(target: Target) -> str:
-    """The column of CTE k (reconcile.sql) by which the links of a rule's keys are looked up."""
-    return "k.key_num" if target.integer_key else "k.source_key"
-
-
 def link_match(target: Target) -> str:
-    """Condition on ledger.posting p selecting the link of key k, in the index on
-    (rule, key_num, source_key)."""
-    if target.integer_key:
-        return "p.key_num = k.key_num"
-    return "p.key_num IS NULL AND p.source_key = k.source_key"
+    """Condition on ledger.posting p selecting the links of the keys in CTE k, in the index
+    on (rule, key_num, source_key): each key looked up (= ANY of an array), and the scan
+    bounded by the least and greatest key. The bounds matter when the planner's statistics
+    predate the rule's links (a rule installed or loaded since the last ANALYZE, or links
+    written earlier in the transaction): it may then deem the rule alone selective enough
+    and look no further than the index's first column, reading every link of the rule."""
+    column = "p.key_num" if target.integer_key else "p.source_key"
+    key = "k.key_num" if target.integer_key else "k.source_key"
+    match = (f"{column} = ANY (ARRAY(SELECT {key} FROM k))\n"
+             f"      AND {column} BETWEEN (SELECT min({key}) FROM k) AND (SELECT max({key}) FROM k)")
+    return match if target.integer_key else f"p.key_num IS NULL\n      AND {match}"
 
 
 def key_display(target: Target, value: str) -> str:
@@ -297,7 +298,6 @@ def reconcile_sql(
         desired=desired_sql(rule, target, relation),
         keys=keys,
         rule=literal(rule.name),
-        link_key=link_key(target),
         link_match=link_match(target),
         diff="x_all" if capped else "x",
         limit_cte=(f", x AS MATERIALIZED (\n    SELECT * FROM x_all ORDER BY source_key LIMIT {int(limit)}\n)"
