@@ -270,7 +270,9 @@ def markdown(results: dict) -> str:
             "## 3. Backfill",
             "",
             "The sales loaded with the triggers disabled (an outage), the triggers enabled again, VACUUM ANALYZE, "
-            "CHECKPOINT; then the repair. The limit is `bench/sql/journal_limit.sql` over all rows in one statement.",
+            "CHECKPOINT; then the repair. The limit is `bench/sql/journal_limit.sql` over all rows in one statement. "
+            + (f"{results['backfill']['rounds']} interleaved rounds (limit, backfill, limit, backfill …), medians."
+               if results["backfill"]["rounds"] > 1 else "1 round."),
             "",
             next(tables),
             "",

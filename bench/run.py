@@ -38,7 +38,9 @@ MODES = {
         oltp=dict(rounds=4, insert_seconds=6, update_seconds=2, clients=(2, 8), update_clients=(2, 8),
                   seed_rows=100_000),
         bulk_rows=1_000_000,
+        bulk_rounds=2,
         backfill_rows=1_000_000,
+        backfill_rounds=2,
         verify_sizes=(1_000_000, 10_000_000),
         verify_rounds={1_000_000: 2, 10_000_000: 1},
         since_rounds={1_000_000: 1, 10_000_000: 1},
@@ -48,7 +50,9 @@ MODES = {
         oltp=dict(rounds=2, insert_seconds=2, update_seconds=2, clients=(2, 8), update_clients=(2,),
                   seed_rows=20_000),
         bulk_rows=200_000,
+        bulk_rounds=1,
         backfill_rows=200_000,
+        backfill_rounds=1,
         verify_sizes=(200_000, 1_000_000),
         verify_rounds={200_000: 2, 1_000_000: 1},
         since_rounds={200_000: 1, 1_000_000: 1},
@@ -105,14 +109,15 @@ def main(argv=None) -> int:
         if "bulk" in sections:
             log(f"2. bulk COPY of {mode['bulk_rows']:,} sales")
             t = time.monotonic()
-            results["bulk"] = bulk.run(bench, n=mode["bulk_rows"])
+            results["bulk"] = bulk.run(bench, n=mode["bulk_rows"], rounds=mode["bulk_rounds"])
             section_seconds["bulk"] = time.monotonic() - t
         repaired_db = None
         if "backfill" in sections:
             log(f"3. backfill of {mode['backfill_rows']:,} sales")
             t = time.monotonic()
             repaired_db = "bench_repaired"
-            results["backfill"] = backfill.run(bench, n=mode["backfill_rows"], keep_db=repaired_db)
+            results["backfill"] = backfill.run(bench, n=mode["backfill_rows"], keep_db=repaired_db,
+                                               rounds=mode["backfill_rounds"])
             section_seconds["backfill"] = time.monotonic() - t
         if "verify" in sections:
             log("4. verify")
