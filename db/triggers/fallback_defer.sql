@@ -13,7 +13,7 @@
                     SELECT d.source_key, d.problem, d.amounts
                     FROM (
 {{desired_new}}
-                ) AS d
+                    ) AS d
                     WHERE d.problem IS NOT NULL
                 LOOP
                     PERFORM ledger.record_failure({{rule}}, v_key, left(v_problem, 5),
