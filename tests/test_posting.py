@@ -437,6 +437,21 @@ def test_a_row_s_posting_is_found_by_its_key_whatever_the_statistics_say(conn, k
     assert_ledger_invariants(conn)
 
 
+def test_a_row_by_row_replay_reads_no_more_open_failures_than_it_records(conn):
+    """A replay row by row (an expression raised: division by zero) under `defer`, of a
+    statement where every other row fails: each row looks up its own open failure by key,
+    not every open failure of the rule recorded so far in the transaction (which made such
+    a replay quadratic)."""
+    install_custom_rule(conn, DIVIDED_SRC, lines=DIVIDED_LINES, on_error="defer")
+    read = "SELECT pg_stat_get_xact_tuples_returned('ledger.failure_open_key'::regclass)"  # index entries read
+    with conn.transaction():
+        conn.execute("INSERT INTO public.custom_src (id, amount, divisor)"
+                     " SELECT g, 10, g % 2 FROM generate_series(1, 600) AS g")
+        (entries_read,) = conn.execute(read).fetchone()
+    assert count(conn, "ledger.failure") == 300 and count(conn, "ledger.entry") == 300
+    assert entries_read <= 3 * 600, f"the replay of 600 rows read {entries_read} open-failure index entries"
+
+
 def test_block_bad_currency_names_rule_key_and_reason(shop):
     with pytest.raises(psycopg.Error) as info:
         add_sale(shop, 5, "10.00", currency="usd")

@@ -75,10 +75,13 @@ WITH {{prelude}}d AS MATERIALIZED (
     WHERE x.post
       AND x.old_entry_id IS NULL
 ), resolved AS (
+    -- Found by key in the open-failure index, bounded as the links are (compiler.link_match):
+    -- never a read of every open failure of the rule.
     UPDATE ledger.failure AS f
     SET resolved_at = now()
     WHERE f.rule = {{rule}}
       AND f.resolved_at IS NULL
-      AND f.source_key IN (SELECT k.source_key FROM k){{unresolved}}
+      AND f.source_key = ANY (ARRAY(SELECT k.source_key FROM k))
+      AND f.source_key BETWEEN (SELECT min(k.source_key) FROM k) AND (SELECT max(k.source_key) FROM k){{unresolved}}
 )
 SELECT {{result}} FROM x
