@@ -615,6 +615,28 @@ def test_defer_large_statement_records_every_bad_row_without_a_replay(shop, shop
     assert_ledger_invariants(shop)
 
 
+def test_defer_large_update_keeps_the_bad_rows_previous_entries_without_a_replay(shop):
+    """An UPDATE of many posted rows that turns some bad: each bad row is recorded and keeps
+    its previous entry, every other row is reposted, and no row is replayed on its own."""
+    shop.execute("""INSERT INTO public.payment_vouchers (id, payee, amount, method, status, paid_at)
+                    SELECT g, 'p' || g, g, 'bank', 'paid', now() FROM generate_series(1, 2000) AS g""")
+    before = {r[0]: r[1] for r in shop.execute(
+        f"SELECT source_key, id FROM ({LIVE_ENTRIES}) AS e WHERE e.rule = 'payment'")}
+    scans = "SELECT pg_stat_get_xact_numscans('ledger.posting_live_key'::regclass)"  # a replay: one per row
+    with shop.transaction():
+        shop.execute("UPDATE public.payment_vouchers SET amount = amount + 1,"
+                     " paid_at = CASE WHEN id % 250 = 0 THEN NULL ELSE paid_at END")
+        assert shop.execute(scans).fetchone()[0] <= 10
+    bad = {str(g) for g in range(250, 2001, 250)}
+    failed = {r[0] for r in shop.execute("SELECT source_key FROM ledger.failure WHERE resolved_at IS NULL")}
+    assert failed == bad
+    after = {r[0]: r[1] for r in shop.execute(
+        f"SELECT source_key, id FROM ({LIVE_ENTRIES}) AS e WHERE e.rule = 'payment'")}
+    assert after.keys() == before.keys()
+    assert {k for k in after if after[k] == before[k]} == bad  # the bad rows keep their entry
+    assert_ledger_invariants(shop)
+
+
 def test_defer_expression_error_replays_row_by_row(conn):
     """When an expression raises (division by zero), the rows are replayed one by one: the
     row that raises and the row with a problem are each recorded, the others post."""
