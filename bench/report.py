@@ -182,8 +182,8 @@ def _section_tables(results: dict, markdown: bool) -> list[str]:
     bad = results.get("badrows")
     if bad:
         rows = []
+        med = bad["median_seconds"]
         for mode, label in BAD_LABELS.items():
-            med = bad["median_seconds"]
             rows.append([label, f"{med[f'{mode}_clean']:.2f}", f"{med[f'{mode}_bad']:.2f}",
                          f"{bad['ratios'][mode]:.2f}x"])
         out.append(table([f"INSERT … SELECT of {bad['rows']:,} rows", "clean s", "one bad row s", "ratio"],

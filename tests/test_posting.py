@@ -386,7 +386,7 @@ def test_account_sql_value_known_only_to_ledger_account_posts(conn):
         conn.execute("INSERT INTO public.custom_src (id, amount, acct) VALUES (1, 10, '7777')")
         conn.execute("INSERT INTO public.custom_src (id, amount, acct) VALUES (2, 5, '1100'), (3, 7, '7777')")
         # posted by the INSERT fast path: the lookup ran, and ledger.posting_problem, which
-        # fails a statement for the replay, was never entered (NULL, not even 0 calls)
+        # fails a statement for the fallback, was never entered (NULL, not even 0 calls)
         assert conn.execute(calls, ("ledger.known_account(text)",)).fetchone()[0] >= 1
         assert conn.execute(calls, ("ledger.posting_problem(text,numeric[])",)).fetchone()[0] is None
     debited = {}
@@ -923,8 +923,9 @@ def test_update_reversal_dated_at_transaction_time(shop):
 @pytest.mark.parametrize("rule", ["sale", "payment"])  # on_error = "block" and "defer"
 def test_key_reinserted_while_its_live_posting_remained(shop, rule):
     """A row deleted while the trigger was off leaves its live posting; inserting the key
-    again (trigger on) conflicts in the INSERT fast path, and the row-by-row replay reverses
-    the old entry and posts the new row: the write succeeds, one live entry, nothing failed."""
+    again (trigger on) conflicts in the INSERT fast path, and the fallback's full reconcile
+    reverses the old entry and posts the new row: the write succeeds, one live entry,
+    nothing failed."""
     table, insert = {
         "sale": ("public.sales", "INSERT INTO public.sales (id, customer, payment_method, total, tax, status)"
                                  " VALUES (7001, 'x', 'cash', %s, 1, 'completed')"),

@@ -20,8 +20,8 @@
 -- parallel (PostgreSQL 15 plans no parallel scan under an OFFSET).
 -- The problem is named by desired_problem.sql. The INSERT fast path of the posting
 -- functions (post_new.sql) reads the same columns of desired_columns.sql but skips this
--- query's arrays, fences and named checks; a statement failing any check there is replayed
--- row by row through this query.
+-- query's arrays, fences and named checks; when a statement fails any check there, the
+-- posting function's fallback reads this query over the statement's rows.
 -- The trigger, backfill and verify all use these expressions, so they cannot disagree.
 SELECT x.source_key, x.key_num, x.effective_at, x.memo, x.currency,
        ARRAY[{{account_list}}]::text[] AS accounts,

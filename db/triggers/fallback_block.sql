@@ -8,7 +8,6 @@
 -- replayed one by one, each through the full reconcile, to find the row at fault. When
 -- every row posts, the write goes on; otherwise it fails with an error that names the
 -- rule, the source row and the reason (original SQLSTATE, DETAIL and HINT kept).
-        v_key := NULL;
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
             BEGIN
                 SELECT d.source_key, d.problem, d.amounts INTO v_key, v_problem, v_amounts

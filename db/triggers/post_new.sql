@@ -11,8 +11,8 @@
 --   constraints refuse a bad currency (line_currency_check) and an amount beyond
 --   numeric(20, 4), and NULL or NaN amounts fail the balance. A failing row fails the
 --   statement (ledger.posting_problem), before anything is kept.
--- Either way the posting function replays the statement's rows one by one through the
--- full reconcile, which names the problem of the row at fault (or posts every row).
+-- Either way the posting function's fallback (fallback_<on_error>.sql) takes over: it
+-- names the problem of the row at fault, or records it, or reconciles the rows in full.
 -- Expressions of x are computed once per row: a CTE read more than once is materialized.
 WITH x AS (
     SELECT {{columns}},
@@ -26,7 +26,7 @@ WITH x AS (
     FROM x
     WHERE ({{all_zero}}) IS NOT TRUE
       AND (({{checks}}) IS TRUE
-           OR ledger.posting_problem('22000 a check failed: replay row by row', NULL::numeric[]))
+           OR ledger.posting_problem('22000 a check failed', NULL::numeric[]))
 ), new_lines AS (
     INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
     SELECT x.new_entry_id, l.n, l.account, x.currency, greatest(l.amount, 0), greatest(-l.amount, 0)

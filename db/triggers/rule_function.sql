@@ -1,7 +1,7 @@
 -- Template: the posting trigger function of one rule. The rule's INSERT, UPDATE and DELETE
 -- statement-level triggers (with transition tables new_rows / old_rows) and its TRUNCATE
 -- guard all call it. It reconciles the rows a statement touched in one set-based statement;
--- when that fails it replays the rows one by one to name the row at fault ({{on_error}}).
+-- when that fails, the fallback of on_error = "{{on_error}}" finds the rows at fault.
 CREATE OR REPLACE FUNCTION {{function}}()
     RETURNS trigger
     LANGUAGE plpgsql

@@ -252,7 +252,7 @@ def _problem(rule: Rule) -> str:
 
 def insert_sql(rule: Rule, target: Target) -> str:
     """The INSERT fast path of a posting function (post_new.sql): the rows of new_rows posted
-    in one statement that fails when any row fails a check (the caller then replays)."""
+    in one statement that fails when any row fails a check (the fallback then takes over)."""
     n = len(rule.lines)
     checks = ["isfinite(x.effective_at)", f"{_balance(rule)} = 0"]
     chart = _chart(rule)
@@ -317,11 +317,6 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     def keys(*relations: str) -> str:
         return "\nUNION\n".join(keys_sql(target, r) for r in relations)
 
-    def good(relation: str) -> str:
-        """The rows of a transition table outside v_bad (fallback_defer.sql: keys recorded as failures)."""
-        return (f"(SELECT r.* FROM {relation} AS r WHERE NOT EXISTS"
-                f" (SELECT FROM unnest(v_bad) AS b (key) WHERE b.key = {key_text(target)}))")
-
     one_key = one_key_sql(target, "v_key")
     one_row = "(SELECT (v_row).*)"
     # A plain table's transition rows have its own row type: `*` keeps the function valid
@@ -330,13 +325,24 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     row_columns = "*"
     if target.partitions:
         row_columns = ", ".join(f"r.{sql.Identifier(c).as_string(None)}" for c in target.columns)
+    if rule.on_error == "block":
+        # with no row at fault, an INSERT's rows reconciled in full
+        steps = {"reconcile_new": reconcile_sql(rule, target, "new_rows", keys("new_rows"))}
+    else:
+        def good(relation: str) -> str:
+            """The rows of a transition table outside v_bad (the keys recorded as failures)."""
+            return (f"(SELECT r.* FROM {relation} AS r WHERE NOT EXISTS"
+                    f" (SELECT FROM unnest(v_bad) AS b (key) WHERE b.key = {key_text(target)}))")
+
+        steps = {
+            "reconcile_new_rest": reconcile_sql(rule, target, good("new_rows"), keys(good("new_rows"))),
+            "reconcile_update_rest": reconcile_sql(rule, target, good("new_rows"),
+                                                   keys(good("new_rows"), good("old_rows"))),
+        }
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
+        **steps,
         desired_new=desired_sql(rule, target, "new_rows"),
-        reconcile_new=reconcile_sql(rule, target, "new_rows", keys("new_rows")),
-        reconcile_new_rest=reconcile_sql(rule, target, good("new_rows"), keys(good("new_rows"))),
-        reconcile_update_rest=reconcile_sql(rule, target, good("new_rows"),
-                                            keys(good("new_rows"), good("old_rows"))),
         key_text=key_text(target),
         row_key_text=key_text(target, "v_row"),
         row_columns=row_columns,
