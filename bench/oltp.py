@@ -7,7 +7,7 @@ Insert variants (bench/sql/oltp_*.sql), all writing into the same tables of one 
   d  app      sale INSERT … RETURNING, then one INSERT per journal row, one transaction, triggers disabled
 Update variants, on a seeded population of posted sales:
   edit   amount edit of a random sale (ids 1..half): trigger → reversal + repost; bare: UPDATE only
-  noop   note edit of a random sale (ids half+1..all): trigger → desired unchanged, nothing written
+  noop   note edit of a random sale (ids half+1..all): trigger → no column the rule reads changed: returns
 
 Fairness: variants run interleaved (a b c d a b c d …, per client count), each on the same
 tables — the bare variant is the same table with `DISABLE TRIGGER USER`, so table and index

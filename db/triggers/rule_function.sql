@@ -34,6 +34,7 @@ BEGIN
                   HINT = 'DELETE the rows instead (their entries are reversed), or `ledgeradmin uninstall --rule '
                          || {{rule}} || '` first.';
     END IF;
+{{update_guard}}
     BEGIN
         IF TG_OP = 'INSERT' THEN
 {{reconcile_insert}};

@@ -1,15 +1,15 @@
 """What PostgreSQL knows about a rule's source table, and install-time checks.
 
-``resolve`` finds the source table and its key; ``check_expressions`` runs every SQL
-expression of a rule against the table (LIMIT 0, nothing read) so that a typo, an unknown
-column or a wrongly typed expression fails at install with the rule and field named,
-not at the first sale.
+``resolve`` finds the source table, its key and the columns the rule reads
+(``input_columns``); ``check_expressions`` runs every SQL expression of a rule against
+the table (LIMIT 0, nothing read) so that a typo, an unknown column or a wrongly typed
+expression fails at install with the rule and field named, not at the first sale.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
@@ -42,6 +42,7 @@ class Target:
     key_types: tuple[str, ...]  # format_type() of each key column
     columns: tuple[str, ...] = ()  # every column, in the table's order
     partitions: tuple[str, ...] = ()  # quoted names of all partitions, at any depth
+    inputs: tuple[str, ...] | None = None  # input_columns(): None when not known from the row alone
 
     @property
     def integer_key(self) -> bool:
@@ -147,8 +148,9 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
             (oid, oid),
         )
     ] if relkind == "p" else []
-    return Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key,
-                  key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
+    target = Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key,
+                    key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
+    return replace(target, inputs=input_columns(conn, rule, target))
 
 
 # Type categories of pg_type.typcategory accepted for each kind of expression.
@@ -213,6 +215,64 @@ def check_determinism(conn: psycopg.Connection, rule: Rule) -> None:
                     " drift by itself",
                     hint="use a column of the row (e.g. created_at); a rule without `date` is dated when it posts",
                 )
+
+
+# The tokens of an SQL expression: comments and string literals (skipped), quoted names,
+# words, numbers and single characters.
+_TOKEN = re.compile(
+    r"(?P<skip>--[^\n]*|/\*.*?\*/|[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'"
+    r"|\$(?P<tag>(?:[A-Za-z_][A-Za-z0-9_]*)?)\$.*?\$(?P=tag)\$)"
+    r'|(?P<quoted>"(?:[^"]|"")*")'
+    r"|(?P<word>[^\W\d][\w$]*)"
+    r"|(?P<number>\d[\w.]*)"
+    r"|(?P<char>\S)",
+    re.S,
+)
+# Words that bring in something besides the row: a subquery, a named operator.
+_NOT_THE_ROW = {"select", "table", "values", "operator"}
+
+
+def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple[str, ...] | None:
+    """The columns a row's desired posting is computed from: the key and every column that
+    the rule's expressions other than memo name, in the table's order. None when the
+    expressions may read more than those columns: a subquery, a schema-qualified name
+    (a function, type or operator of another schema), a named operator, a reference to the
+    whole row (``r``), a Unicode-escaped name. An UPDATE that changes none of these
+    columns leaves every desired posting as it was (update_guard.sql).
+
+    The names are found by scanning the expressions, which may list more columns than they
+    read (a word in a comment, say: compared needlessly, never wrongly); then the
+    expressions are planned over a subquery of only those columns, so a column they read
+    but the scan missed makes the plan fail, and the answer None.
+    """
+    names: set[str] = set()
+    exprs = [expr for field, expr, _ in expressions(rule) if field != "memo"]
+    for expr in exprs:
+        tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr) if m.lastgroup != "skip"]
+        for i, (kind, text) in enumerate(tokens):
+            after = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+            if kind == "word":
+                name = text.lower()
+                if name in _NOT_THE_ROW or (name == "u" and after == "&"):
+                    return None
+            elif kind == "quoted":
+                name = text[1:-1].replace('""', '"')
+            else:
+                continue
+            if (after == ".") != (name == "r"):  # a qualified name other than r.<column>, or the row r
+                return None
+            names.add(name)
+    columns = tuple(c for c in target.columns if c in names or c in target.key)
+    listed = ", ".join(sql.Identifier(c).as_string(None) for c in columns)
+    probe = (f"SELECT {', '.join(f'({e})' for e in exprs)}"
+             f" FROM (SELECT {listed} FROM {target.ident}) AS r LIMIT 0")
+    try:
+        with conn.transaction():
+            pin_settings(conn)
+            conn.cursor().execute(probe, binary=True)  # extended protocol: one statement
+    except psycopg.Error:
+        return None
+    return columns
 
 
 def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> None:

@@ -308,6 +308,20 @@ def reconcile_sql(
     ).rstrip()
 
 
+def update_guard(target: Target) -> str:
+    """The posting function's early return for an UPDATE that changed no column the rule
+    reads (update_guard.sql); nothing when those columns are not known (Target.inputs)."""
+    if target.inputs is None:
+        return ""
+
+    def columns(alias: str) -> str:
+        return ", ".join(f"{alias}.{sql.Identifier(c).as_string(None)}" for c in target.inputs)
+
+    key_match = " AND ".join(f"o.{k} = n.{k}" for k in (sql.Identifier(c).as_string(None) for c in target.key))
+    return fill(template("update_guard.sql"), key_match=key_match, old_columns=columns("o"),
+                new_columns=columns("n")).rstrip()
+
+
 def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     """The install statements of one rule: its posting function, triggers and registry row."""
     function = function_name(rule.name)
@@ -359,6 +373,7 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
+        update_guard=update_guard(target),
         reconcile_insert=insert_sql(rule, target),
         reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
         reconcile_delete=reconcile_sql(rule, target, none, keys("old_rows")),

@@ -1,0 +1,183 @@
+"""An UPDATE that changes no column a rule reads is not reconciled (update_guard.sql).
+
+The posting function returns before it sets up its statement: no posting link is looked
+up. Which columns a rule reads is found by catalog.input_columns; a rule that may read
+more than its row (a subquery, a function of another schema, the whole row) keeps
+reconciling every UPDATE.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from ledgeradmin import catalog
+from ledgeradmin.config import parse_config
+from ledgeradmin.install import install
+from ledgeradmin.verify import verify
+
+from test_posting import (
+    ACCOUNTS,
+    add_sale,
+    assert_ledger_invariants,
+    assert_sales_ledger_matches,
+    count,
+    install_custom_rule,
+    live_entry_ids,
+    lines_of,
+)
+
+#: index entries of the posting links read in the current transaction
+LINKS_READ = "SELECT pg_stat_get_xact_tuples_returned('ledger.posting_live_key'::regclass)"
+
+
+def links_read_by(conn: psycopg.Connection, statement: str) -> int:
+    """Run ``statement`` in a transaction of its own; the posting-link index entries it read."""
+    with conn.transaction():
+        (before,) = conn.execute(LINKS_READ).fetchone()
+        conn.execute(statement)
+        (after,) = conn.execute(LINKS_READ).fetchone()
+    return after - before
+
+
+def custom_config(**rule: object):
+    return parse_config({"accounts": ACCOUNTS, "rules": {"custom": {"source": "public.custom_src", **rule}}})
+
+
+def inputs_of(conn: psycopg.Connection, **rule: object) -> tuple[str, ...] | None:
+    (resolved,) = custom_config(**rule).select(None)
+    return catalog.resolve(conn, resolved).inputs
+
+
+def function_body(conn: psycopg.Connection, rule: str) -> str:
+    return conn.execute("SELECT prosrc FROM pg_proc WHERE oid = %s::regprocedure",
+                        (f"ledger.post_{rule}()",)).fetchone()[0]
+
+
+# --------------------------------------------------------------------------- which columns
+
+def test_shop_sale_rule_reads_its_key_and_the_columns_of_its_expressions(shop, shop_config):
+    (rule,) = shop_config.select(["sale"])
+    # customer is read by the memo alone, note by nothing: neither is an input
+    assert catalog.resolve(shop, rule).inputs == ("id", "sold_at", "status", "currency", "payment_method",
+                                                  "total", "tax")
+
+
+def test_input_columns_skip_strings_and_keep_quoted_names(conn):
+    conn.execute('CREATE TABLE public.custom_src (id int PRIMARY KEY, "Amount" numeric, amount numeric,'
+                 " note text, memo_src text, kind text)")
+    lines = [{"account": "1100", "debit": "\"Amount\" /* it's the gross; note isn't read */ + 0"},
+             {"account": "4000", "credit": "r.\"Amount\""}]
+    inputs = inputs_of(conn, lines=lines, when="kind <> 'amount' AND $$memo_src$$ <> E'it\\'s'",
+                       memo="memo_src")
+    # note appears in a comment only, amount in string literals only, memo_src in a
+    # string literal and in the memo, which is not an input
+    assert inputs == ("id", "Amount", "kind")
+
+
+@pytest.mark.parametrize("debit", [
+    "(SELECT amount FROM public.custom_src AS o WHERE o.id = 1)",  # a subquery
+    "public.custom_amount(amount)",  # a function of another schema
+    "(to_jsonb(r) ->> 'amount')::numeric",  # the whole row
+    'U&"amount"',  # a Unicode-escaped name
+    "amount OPERATOR(pg_catalog.+) 0",  # a named operator
+    "pg_catalog.abs(amount)",  # qualified, if only by pg_catalog
+], ids=["subquery", "other_schema", "whole_row", "unicode_name", "named_operator", "qualified"])
+def test_rule_that_may_read_beyond_its_row_has_no_guard(conn, debit):
+    conn.execute("CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, note text)")
+    conn.execute("CREATE FUNCTION public.custom_amount(numeric) RETURNS numeric IMMUTABLE LANGUAGE sql AS 'SELECT $1'")
+    lines = [{"account": "1100", "debit": debit}, {"account": "4000", "credit": "amount"}]
+    assert inputs_of(conn, lines=lines) is None
+    install(conn, custom_config(lines=lines))
+    assert "record_image_eq" not in function_body(conn, "custom")
+    conn.execute("INSERT INTO public.custom_src VALUES (1, 10, NULL)")
+    assert links_read_by(conn, "UPDATE public.custom_src SET note = 'x'") > 0  # reconciled as before
+
+
+# --------------------------------------------------------------------------- behaviour
+
+def test_update_of_unread_columns_reads_no_posting_link(shop):
+    for i in range(1, 6):
+        add_sale(shop, i, f"{i}0.00", "1.00")
+    entries = count(shop, "ledger.entry")
+    assert links_read_by(shop, "UPDATE public.sales SET note = 'called', customer = 'renamed'") == 0
+    assert links_read_by(shop, "UPDATE public.sales SET total = total WHERE id = 1") == 0
+    assert count(shop, "ledger.entry") == entries
+    # one changed row among unchanged ones: the statement is reconciled, that row reposted
+    assert links_read_by(shop, "UPDATE public.sales SET note = 'again', total = total + (id = 3)::int") > 0
+    assert count(shop, "ledger.entry") == entries + 2
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+
+
+def test_each_read_column_and_the_key_count_as_a_change(shop):
+    add_sale(shop, 1, "100.00", "10.00", status="draft")
+    changes = ["status = 'completed'", "tax = 5", "payment_method = 'card'", "currency = 'EUR'",
+               "sold_at = '2024-02-01 10:00+00'", "id = 2"]
+    for change in changes:
+        before = count(shop, "ledger.entry")
+        shop.execute(f"UPDATE public.sales SET {change}")
+        assert count(shop, "ledger.entry") > before, change
+    assert_sales_ledger_matches(shop)
+    assert_ledger_invariants(shop)
+
+
+def test_keys_swapped_between_rows(conn):
+    """Rows that swap keys: with equal inputs each key's desired posting is the one it had
+    (nothing to do, skipped); with different inputs both keys are reposted."""
+    install_custom_rule(conn, "CREATE TABLE public.custom_src (id int, amount numeric, who text,"
+                              " PRIMARY KEY (id) DEFERRABLE)",
+                        memo="who", lines=[{"account": "1100", "debit": "amount"},
+                                           {"account": "4000", "credit": "amount"}])
+    conn.execute("INSERT INTO public.custom_src VALUES (1, 10, 'ann'), (2, 10, 'bob'), (3, 30, 'cy'), (4, 40, 'di')")
+    assert links_read_by(conn, "UPDATE public.custom_src SET id = 3 - id WHERE id IN (1, 2)") == 0
+    assert count(conn, "ledger.entry") == 4
+    assert links_read_by(conn, "UPDATE public.custom_src SET id = 7 - id WHERE id IN (3, 4)") > 0
+    assert count(conn, "ledger.entry") == 8
+    for key, amount in (("1", 10), ("2", 10), ("3", 40), ("4", 30)):
+        (entry,) = live_entry_ids(conn, "custom", key)
+        assert [line[2] for line in lines_of(conn, entry) if line[2] > 0] == [amount]
+    assert_ledger_invariants(conn)
+
+
+def test_unchanged_columns_of_a_type_without_equality_are_compared(conn):
+    """json has no equality operator: the guard compares stored images."""
+    install_custom_rule(conn, "CREATE TABLE public.custom_src (id int PRIMARY KEY, doc json, note text)",
+                        lines=[{"account": "1100", "debit": "(doc ->> 'amount')::numeric"},
+                               {"account": "4000", "credit": "(doc ->> 'amount')::numeric"}])
+    assert "record_image_eq" in function_body(conn, "custom")
+    conn.execute("""INSERT INTO public.custom_src VALUES (1, '{"amount": 10}', NULL)""")
+    assert links_read_by(conn, "UPDATE public.custom_src SET note = 'x'") == 0
+    assert links_read_by(conn, """UPDATE public.custom_src SET doc = '{"amount": 12}'""") > 0
+    (entry,) = live_entry_ids(conn, "custom", "1")
+    assert [line[2] for line in lines_of(conn, entry) if line[2] > 0] == [12]
+
+
+def test_missing_posting_is_left_to_backfill_by_an_update_of_unread_columns(shop, shop_config):
+    shop.execute("ALTER TABLE public.sales DISABLE TRIGGER USER")
+    add_sale(shop, 1, "100.00")
+    shop.execute("ALTER TABLE public.sales ENABLE TRIGGER USER")
+    shop.execute("UPDATE public.sales SET note = 'x'")
+    (sale,) = [r for r in verify(shop, shop_config).rules if r.rule == "sale"]
+    assert sale.missing == 1
+    shop.execute("UPDATE public.sales SET tax = 1")
+    assert_sales_ledger_matches(shop)
+
+
+def test_lookup_rule_reposts_on_any_update(conn):
+    """A rule whose account comes from another table may change without its row: every
+    UPDATE is reconciled, as the account now found says."""
+    conn.execute("CREATE TABLE public.custom_map (kind text PRIMARY KEY, account text)")
+    conn.execute("INSERT INTO public.custom_map VALUES ('a', '1100')")
+    conn.execute("INSERT INTO ledger.account (code, name, type) VALUES ('7777', 'Other', 'asset')")
+    install_custom_rule(
+        conn, "CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, kind text, note text)",
+        lines=[{"account_sql": "(SELECT m.account FROM public.custom_map AS m WHERE m.kind = kind)",
+                "debit": "amount"},
+               {"account": "4000", "credit": "amount"}],
+    )
+    conn.execute("INSERT INTO public.custom_src VALUES (1, 10, 'a', NULL)")
+    conn.execute("UPDATE public.custom_map SET account = '7777'")
+    conn.execute("UPDATE public.custom_src SET note = 'x'")
+    (entry,) = live_entry_ids(conn, "custom", "1")
+    assert [line[0] for line in lines_of(conn, entry) if line[2] > 0] == ["7777"]
