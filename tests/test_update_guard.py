@@ -68,21 +68,58 @@ def test_input_columns_skip_strings_and_keep_quoted_names(conn):
                  " note text, memo_src text, kind text)")
     lines = [{"account": "1100", "debit": "\"Amount\" /* it's the gross; note isn't read */ + 0"},
              {"account": "4000", "credit": "r.\"Amount\""}]
-    inputs = inputs_of(conn, lines=lines, when="kind <> 'amount' AND $$memo_src$$ <> E'it\\'s'",
+    inputs = inputs_of(conn, lines=lines, when="kind <> 'amount' AND $$memo_src$$ <> 'it''s' AND $é$r$é$ <> ''",
                        memo="memo_src")
     # note appears in a comment only, amount in string literals only, memo_src in a
     # string literal and in the memo, which is not an input
     assert inputs == ("id", "Amount", "kind")
 
 
+TRICKY_AMOUNTS = [
+    "amount",
+    "r.\"Net Amount\" * 1",
+    "CASE WHEN kind = 'a' THEN amount ELSE \"Net Amount\" END",
+    "(doc ->> 'amount')::numeric + (pair).x",
+    "coalesce(amount, 0) /* \"Net Amount\" */ + length($q$kind$q$) - 4",
+    "amount -- note\n + 0",
+    "greatest(amount, (pair).y::numeric, \"UPPER\")",
+]
+
+
+def test_input_columns_cover_every_column_postgresql_sees_read(conn):
+    """Oracle: PostgreSQL records, for a view, each column its expressions read
+    (pg_depend). For expressions with quoted names, comments, dollar quotes, field access
+    and JSON, input_columns lists at least those columns."""
+    conn.execute("CREATE TYPE public.custom_pair AS (x numeric, y int)")
+    conn.execute('CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, "Net Amount" numeric,'
+                 ' kind text, doc jsonb, pair public.custom_pair, "UPPER" numeric, note text)')
+    for i, amount in enumerate(TRICKY_AMOUNTS):
+        lines = [{"account": "1100", "debit": amount}, {"account": "4000", "credit": amount}]
+        inputs = inputs_of(conn, lines=lines, when="kind IS DISTINCT FROM 'void'")
+        assert inputs is not None, amount
+        view = f"public.custom_probe_{i}"
+        conn.execute(f"CREATE VIEW {view} AS SELECT ({amount}) AS a, (kind IS DISTINCT FROM 'void') AS w"
+                     " FROM public.custom_src AS r")
+        read = {c for (c,) in conn.execute(
+            """SELECT a.attname::text FROM pg_depend AS d
+               JOIN pg_rewrite AS w ON w.oid = d.objid
+               JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+               WHERE w.ev_class = %s::regclass AND d.refobjid = 'public.custom_src'::regclass
+                 AND d.refobjsubid > 0""", (view,))}
+        assert read and read <= set(inputs), (amount, read, inputs)
+
+
 @pytest.mark.parametrize("debit", [
     "(SELECT amount FROM public.custom_src AS o WHERE o.id = 1)",  # a subquery
     "public.custom_amount(amount)",  # a function of another schema
     "(to_jsonb(r) ->> 'amount')::numeric",  # the whole row
+    "(to_jsonb(r.*) ->> 'amount')::numeric",  # the whole row again
     'U&"amount"',  # a Unicode-escaped name
+    "amount + length(E'\\\\') - 1",  # a backslash: where a string ends depends on a setting
     "amount OPERATOR(pg_catalog.+) 0",  # a named operator
     "pg_catalog.abs(amount)",  # qualified, if only by pg_catalog
-], ids=["subquery", "other_schema", "whole_row", "unicode_name", "named_operator", "qualified"])
+], ids=["subquery", "other_schema", "whole_row", "whole_row_star", "unicode_name", "backslash",
+        "named_operator", "qualified"])
 def test_rule_that_may_read_beyond_its_row_has_no_guard(conn, debit):
     conn.execute("CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, note text)")
     conn.execute("CREATE FUNCTION public.custom_amount(numeric) RETURNS numeric IMMUTABLE LANGUAGE sql AS 'SELECT $1'")

@@ -220,8 +220,7 @@ def check_determinism(conn: psycopg.Connection, rule: Rule) -> None:
 # The tokens of an SQL expression: comments and string literals (skipped), quoted names,
 # words, numbers and single characters.
 _TOKEN = re.compile(
-    r"(?P<skip>--[^\n]*|/\*.*?\*/|[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'"
-    r"|\$(?P<tag>(?:[A-Za-z_][A-Za-z0-9_]*)?)\$.*?\$(?P=tag)\$)"
+    r"(?P<skip>--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\$(?P<tag>(?:[^\W\d]\w*)?)\$.*?\$(?P=tag)\$)"
     r'|(?P<quoted>"(?:[^"]|"")*")'
     r"|(?P<word>[^\W\d][\w$]*)"
     r"|(?P<number>\d[\w.]*)"
@@ -237,7 +236,7 @@ def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple
     the rule's expressions other than memo name, in the table's order. None when the
     expressions may read more than those columns: a subquery, a schema-qualified name
     (a function, type or operator of another schema), a named operator, a reference to the
-    whole row (``r``), a Unicode-escaped name. An UPDATE that changes none of these
+    whole row (``r``), a Unicode-escaped name, a backslash. An UPDATE that changes none of these
     columns leaves every desired posting as it was (update_guard.sql).
 
     The names are found by scanning the expressions, which may list more columns than they
@@ -247,6 +246,8 @@ def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple
     """
     names: set[str] = set()
     exprs = [expr for field, expr, _ in expressions(rule) if field != "memo"]
+    if any("\\" in expr for expr in exprs):  # where a string ends would depend on standard_conforming_strings
+        return None
     for expr in exprs:
         tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr) if m.lastgroup != "skip"]
         for i, (kind, text) in enumerate(tokens):
@@ -260,6 +261,8 @@ def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple
             else:
                 continue
             if (after == ".") != (name == "r"):  # a qualified name other than r.<column>, or the row r
+                return None
+            if name == "r" and i + 2 < len(tokens) and tokens[i + 2][1] == "*":  # r.*, the row again
                 return None
             names.add(name)
     columns = tuple(c for c in target.columns if c in names or c in target.key)
