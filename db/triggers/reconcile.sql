@@ -32,13 +32,19 @@ WITH {{prelude}}d AS MATERIALIZED (
                    ELSE c.fingerprint IS DISTINCT FROM d.fingerprint END
         OFFSET 0
     ) AS y
-){{limit_cte}}, rev AS (
+){{limit_cte}}, entries AS (
+    -- One INSERT per ledger table, reversals and new entries together: every INSERT in a
+    -- statement sets up its table's constraints and indexes anew.
     INSERT INTO ledger.entry (id, rule, source_key, effective_at, memo, reverses)
     OVERRIDING SYSTEM VALUE
     SELECT x.rev_entry_id, {{rule}}, x.source_key, now(), 'Reversal of entry ' || x.old_entry_id, x.old_entry_id
     FROM x
     WHERE x.old_entry_id IS NOT NULL
-), rev_lines AS (
+    UNION ALL
+    SELECT x.new_entry_id, {{rule}}, x.source_key, x.effective_at, x.memo, NULL
+    FROM x
+    WHERE x.post
+), lines AS (
     -- The lines reversed are fetched by index for the entries reversed (= ANY of an array:
     -- never a scan of ledger.line, whatever the planner thinks x holds).
     INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
@@ -46,14 +52,7 @@ WITH {{prelude}}d AS MATERIALIZED (
     FROM ledger.line AS l
     JOIN x ON x.old_entry_id = l.entry_id
     WHERE l.entry_id = ANY (ARRAY(SELECT x.old_entry_id FROM x WHERE x.old_entry_id IS NOT NULL))
-), new AS (
-    INSERT INTO ledger.entry (id, rule, source_key, effective_at, memo)
-    OVERRIDING SYSTEM VALUE
-    SELECT x.new_entry_id, {{rule}}, x.source_key, x.effective_at, x.memo
-    FROM x
-    WHERE x.post
-), new_lines AS (
-    INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
+    UNION ALL
     SELECT x.new_entry_id, l.n, l.account, x.currency, greatest(l.amount, 0), greatest(-l.amount, 0)
     FROM x
     CROSS JOIN LATERAL unnest(x.accounts, x.amounts) WITH ORDINALITY AS l (account, amount, n)
