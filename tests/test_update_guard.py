@@ -218,3 +218,30 @@ def test_lookup_rule_reposts_on_any_update(conn):
     conn.execute("UPDATE public.custom_src SET note = 'x'")
     (entry,) = live_entry_ids(conn, "custom", "1")
     assert [line[0] for line in lines_of(conn, entry) if line[2] > 0] == ["7777"]
+
+
+def test_partitioned_table_with_a_two_column_key(conn):
+    """Through the parent or a partition (whose columns are in another order), an UPDATE of
+    an unread column reads no link; a move to another partition changes the key and is
+    reposted."""
+    conn.execute("""CREATE TABLE public.custom_src (id bigint NOT NULL, placed_on date NOT NULL, amount numeric,
+                                                    note text, PRIMARY KEY (id, placed_on))
+                    PARTITION BY RANGE (placed_on)""")
+    conn.execute("CREATE TABLE public.custom_2024 PARTITION OF public.custom_src"
+                 " FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
+    conn.execute("CREATE TABLE public.custom_2025 (note text, amount numeric, placed_on date NOT NULL,"
+                 " id bigint NOT NULL)")
+    conn.execute("ALTER TABLE public.custom_src ATTACH PARTITION public.custom_2025"
+                 " FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+    install(conn, custom_config(key=["id", "placed_on"], date="placed_on",
+                                lines=[{"account": "1100", "debit": "amount"},
+                                       {"account": "4000", "credit": "amount"}]))
+    conn.execute("INSERT INTO public.custom_src VALUES (1, '2024-03-01', 10, NULL), (2, '2025-03-01', 20, NULL)")
+    assert links_read_by(conn, "UPDATE public.custom_src SET note = 'x'") == 0
+    assert links_read_by(conn, "UPDATE public.custom_2025 SET note = 'y'") == 0
+    assert count(conn, "ledger.entry") == 2
+    assert links_read_by(conn, "UPDATE public.custom_src SET placed_on = '2025-01-02' WHERE id = 1") > 0
+    assert live_entry_ids(conn, "custom", "(1,2024-03-01)") == []
+    (entry,) = live_entry_ids(conn, "custom", "(1,2025-01-02)")
+    assert [line[2] for line in lines_of(conn, entry) if line[2] > 0] == [10]
+    assert_ledger_invariants(conn)
