@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where to write the report (default: docs/benchmarks.md)")
     p.add_argument("--only", choices=SECTIONS, action="append", metavar="SECTION",
                    help=f"run only this section (repeatable): {', '.join(SECTIONS)}")
+    p.add_argument("--backfill-rows", type=int, metavar="N",
+                   help="backfill N sales, one round (e.g. 10000000 with --only backfill: about 5 minutes)")
     return p.parse_args(argv)
 
 
@@ -79,7 +81,9 @@ def _interrupt(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    mode = MODES["quick" if args.quick else "full"]
+    mode = dict(MODES["quick" if args.quick else "full"])
+    if args.backfill_rows:
+        mode.update(backfill_rows=args.backfill_rows, backfill_rounds=1)
     sections = args.only or list(SECTIONS)
     # Stop the server on Ctrl-C and on kill; SIGINT too, which a shell may leave ignored for
     # a background job.
