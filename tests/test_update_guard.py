@@ -117,9 +117,10 @@ def test_input_columns_cover_every_column_postgresql_sees_read(conn):
     'U&"amount"',  # a Unicode-escaped name
     "amount + length(E'\\\\') - 1",  # a backslash: where a string ends depends on a setting
     "amount OPERATOR(pg_catalog.+) 0",  # a named operator
+    "amount + 0 * length(table_to_xml('public.custom_src', true, false, '')::text)",  # a table by name
     "pg_catalog.abs(amount)",  # qualified, if only by pg_catalog
 ], ids=["subquery", "other_schema", "whole_row", "whole_row_star", "unicode_name", "backslash",
-        "named_operator", "qualified"])
+        "named_operator", "table_by_name", "qualified"])
 def test_rule_that_may_read_beyond_its_row_has_no_guard(conn, debit):
     conn.execute("CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, note text)")
     conn.execute("CREATE FUNCTION public.custom_amount(numeric) RETURNS numeric IMMUTABLE LANGUAGE sql AS 'SELECT $1'")

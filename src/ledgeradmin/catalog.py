@@ -227,17 +227,20 @@ _TOKEN = re.compile(
     r"|(?P<char>\S)",
     re.S,
 )
-# Words that bring in something besides the row: a subquery, a named operator.
+# Words that bring in something besides the row: a subquery, a named operator, the
+# built-in functions that read a table by its name.
 _NOT_THE_ROW = {"select", "table", "values", "operator"}
+_READS_A_TABLE = re.compile(r"(table|schema|database)_to_xml")
 
 
 def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple[str, ...] | None:
     """The columns a row's desired posting is computed from: the key and every column that
     the rule's expressions other than memo name, in the table's order. None when the
-    expressions may read more than those columns: a subquery, a schema-qualified name
-    (a function, type or operator of another schema), a named operator, a reference to the
-    whole row (``r``), a Unicode-escaped name, a backslash. An UPDATE that changes none of these
-    columns leaves every desired posting as it was (update_guard.sql).
+    expressions may read more than those columns: a subquery, a schema-qualified name (a
+    function, type or operator of another schema), a named operator, table_to_xml() and its
+    kin, a reference to the whole row (``r``), a Unicode-escaped name, a backslash. An
+    UPDATE that changes none of these columns leaves every desired posting as it was
+    (update_guard.sql).
 
     The names are found by scanning the expressions, which may list more columns than they
     read (a word in a comment, say: compared needlessly, never wrongly); then the
@@ -254,7 +257,7 @@ def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple
             after = tokens[i + 1][1] if i + 1 < len(tokens) else ""
             if kind == "word":
                 name = text.lower()
-                if name in _NOT_THE_ROW or (name == "u" and after == "&"):
+                if name in _NOT_THE_ROW or _READS_A_TABLE.match(name) or (name == "u" and after == "&"):
                     return None
             elif kind == "quoted":
                 name = text[1:-1].replace('""', '"')
