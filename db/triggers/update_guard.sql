@@ -2,8 +2,9 @@
 -- the columns a rule's desired posting is computed from (the key and every column read by
 -- the rule's expressions other than memo). Each new row then has an old row with the same
 -- key and the same values, so its desired posting is the one it had before the statement,
--- and reconciling would write nothing: the statement is not set up at all. Values are compared by their stored image (record_image_eq), which needs no
--- equality operator and counts 1.0 and 1.00 as a change (then reconciled, and found equal).
+-- and reconciling would write nothing: the statement is not set up at all. Values are
+-- compared by their stored image (record_image_eq), which needs no equality operator and
+-- counts 1.0 and 1.00 as a change (then reconciled, and found equal).
 -- A statement of one row compares its two rows; a larger one pairs old and new rows by
 -- key in a hash join (a FULL JOIN: its plan, cached with the first statement's row count,
 -- can never become a nested loop over a large statement).

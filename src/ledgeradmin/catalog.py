@@ -1,15 +1,15 @@
 """What PostgreSQL knows about a rule's source table, and install-time checks.
 
-``resolve`` finds the source table, its key and the columns the rule reads
-(``input_columns``); ``check_expressions`` runs every SQL expression of a rule against
-the table (LIMIT 0, nothing read) so that a typo, an unknown column or a wrongly typed
-expression fails at install with the rule and field named, not at the first sale.
+``resolve`` finds the source table and its key, ``input_columns`` the columns a rule
+reads; ``check_expressions`` runs every SQL expression of a rule against the table
+(LIMIT 0, nothing read) so that a typo, an unknown column or a wrongly typed expression
+fails at install with the rule and field named, not at the first sale.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -42,7 +42,6 @@ class Target:
     key_types: tuple[str, ...]  # format_type() of each key column
     columns: tuple[str, ...] = ()  # every column, in the table's order
     partitions: tuple[str, ...] = ()  # quoted names of all partitions, at any depth
-    inputs: tuple[str, ...] | None = None  # input_columns(): None when not known from the row alone
 
     @property
     def integer_key(self) -> bool:
@@ -148,9 +147,8 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
             (oid, oid),
         )
     ] if relkind == "p" else []
-    target = Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key,
-                    key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
-    return replace(target, inputs=input_columns(conn, rule, target))
+    return Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key,
+                  key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
 
 
 # Type categories of pg_type.typcategory accepted for each kind of expression.
@@ -273,10 +271,8 @@ def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple
     probe = (f"SELECT {', '.join(f'({e})' for e in exprs)}"
              f" FROM (SELECT {listed} FROM {target.ident}) AS r LIMIT 0")
     try:
-        with conn.transaction():
-            pin_settings(conn)
-            conn.cursor().execute(probe, binary=True)  # extended protocol: one statement
-    except psycopg.Error:
+        _probe(conn, probe, f'rule "{rule.name}"')
+    except ConfigError:
         return None
     return columns
 

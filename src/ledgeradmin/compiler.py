@@ -97,9 +97,14 @@ def trigger_prefix(rule_name: str) -> str:
     return f"ledgeradmin_{rule_name}"
 
 
+def qualified(alias: str, columns) -> list[str]:
+    """alias."column" for each column, quoted."""
+    return [f"{alias}.{sql.Identifier(c).as_string(None)}" for c in columns]
+
+
 def key_text(target: Target, alias: str = "r") -> str:
     """The source key of a row as text: '42' for one column, '(1,x)' for several."""
-    cols = [f"{alias}.{sql.Identifier(k).as_string(None)}" for k in target.key]
+    cols = qualified(alias, target.key)
     if len(cols) == 1:
         return f"({cols[0]})::text"
     return f"ROW({', '.join(cols)})::text"
@@ -308,22 +313,19 @@ def reconcile_sql(
     ).rstrip()
 
 
-def update_guard(target: Target) -> str:
-    """The posting function's early return for an UPDATE that changed no column the rule
-    reads (update_guard.sql); nothing when those columns are not known (Target.inputs)."""
-    if target.inputs is None:
+def update_guard(target: Target, inputs: tuple[str, ...] | None) -> str:
+    """The posting function's early return for an UPDATE that changed none of the columns
+    ``inputs`` (update_guard.sql); nothing when those are not known (None)."""
+    if inputs is None:
         return ""
-
-    def columns(alias: str) -> str:
-        return ", ".join(f"{alias}.{sql.Identifier(c).as_string(None)}" for c in target.inputs)
-
-    key_match = " AND ".join(f"o.{k} = n.{k}" for k in (sql.Identifier(c).as_string(None) for c in target.key))
-    return fill(template("update_guard.sql"), key_match=key_match, old_columns=columns("o"),
-                new_columns=columns("n")).rstrip()
+    key_match = " AND ".join(f"{o} = {n}" for o, n in zip(qualified("o", target.key), qualified("n", target.key)))
+    return fill(template("update_guard.sql"), key_match=key_match, old_columns=", ".join(qualified("o", inputs)),
+                new_columns=", ".join(qualified("n", inputs))).rstrip()
 
 
-def compile_rule(rule: Rule, target: Target) -> CompiledRule:
-    """The install statements of one rule: its posting function, triggers and registry row."""
+def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> CompiledRule:
+    """The install statements of one rule: its posting function, triggers and registry row.
+    ``inputs`` are the columns the rule reads (catalog.input_columns)."""
     function = function_name(rule.name)
     trigger = trigger_prefix(rule.name)
     none = "(SELECT * FROM old_rows WHERE false)"
@@ -338,7 +340,7 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
     # parent: there the columns are named, in the parent's order.
     row_columns = "*"
     if target.partitions:
-        row_columns = ", ".join(f"r.{sql.Identifier(c).as_string(None)}" for c in target.columns)
+        row_columns = ", ".join(qualified("r", target.columns))
     if rule.on_error == "block":
         # with no row at fault, an INSERT's rows reconciled in full
         steps = {"reconcile_new": reconcile_sql(rule, target, "new_rows", keys("new_rows"))}
@@ -373,7 +375,7 @@ def compile_rule(rule: Rule, target: Target) -> CompiledRule:
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
-        update_guard=update_guard(target),
+        update_guard=update_guard(target, inputs),
         reconcile_insert=insert_sql(rule, target),
         reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
         reconcile_delete=reconcile_sql(rule, target, none, keys("old_rows")),

@@ -67,7 +67,7 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
     except ConfigError as exc:
         return RuleStatus(**base, installed=False, enabled=False, up_to_date=False, state="NO SOURCE",
                           detail=exc.message)
-    compiled = compiler.compile_rule(rule, target)
+    compiled = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target))
     prefix = compiler.trigger_prefix(rule.name)
     triggers = dict(
         conn.execute(
