@@ -34,6 +34,15 @@ def _sale(report: dict) -> dict:
     return next(r for r in report["rules"] if r["rule"] == "sale")
 
 
+def _parts(report: dict) -> dict[str, float]:
+    """Where verify's own time went, as it reports it (`seconds` of each rule and of the ledger)."""
+    return {
+        "sale rule": _sale(report)["seconds"],
+        "other rules": sum(r["seconds"] for r in report["rules"] if r["rule"] != "sale"),
+        "ledger checks": report["ledger"]["seconds"],
+    }
+
+
 def run_size(bench: Bench, *, n: int, db: str | None, rounds: int, since_rounds: int) -> dict:
     built = None
     if db is None:
@@ -41,6 +50,7 @@ def run_size(bench: Bench, *, n: int, db: str | None, rounds: int, since_rounds:
         log(f"verify: building a posted database of {n:,} sales (not measured)")
         built = build_posted(bench, db, n)
     limit_s, verify_s, verify_server_s, rss = [], [], [], []
+    parts: dict[str, list[float]] = {"sale rule": [], "other rules": [], "ledger checks": []}
     missing_found = None
     report = None
     for r in range(1, rounds + 1):
@@ -50,6 +60,8 @@ def run_size(bench: Bench, *, n: int, db: str | None, rounds: int, since_rounds:
         seconds, peak, report = _verify_cli(bench, db)
         verify_s.append(seconds)
         verify_server_s.append(report["duration_seconds"])
+        for name, seconds_of_part in _parts(report).items():
+            parts[name].append(seconds_of_part)
         rss.append(peak)
         log(f"  verify {n:,} round {r}/{rounds}: limit {limit_s[-1]:6.2f} s, verify {seconds:6.2f} s "
             f"(peak RSS {peak:.0f} MB)")
@@ -74,6 +86,8 @@ def run_size(bench: Bench, *, n: int, db: str | None, rounds: int, since_rounds:
         "verify_reported_seconds": verify_server_s,
         "verify_peak_rss_mb": max(rss),
         "median_seconds": {"limit": median(limit_s), "verify": median(verify_s)},
+        "parts_seconds": parts,
+        "median_parts_seconds": {name: median(values) for name, values in parts.items()},
         "ratio": median(verify_s) / median(limit_s),
         "in_sync": in_sync,
         "verify_counts": {k: sale[k] for k in ("eligible", "posted", "missing", "orphaned", "drifted", "failed")},

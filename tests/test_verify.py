@@ -578,14 +578,17 @@ def test_json_has_the_documented_shape(day, dsn):
         assert {"rule", "source", "eligible", "posted", "missing", "orphaned", "drifted", "failed", "trigger",
                 "error"} <= set(r)
         assert set(r) <= {"rule", "source", "eligible", "posted", "missing", "orphaned", "drifted", "failed",
-                          "trigger", "error", "keys"}
+                          "trigger", "error", "seconds", "keys"}
         assert isinstance(r["rule"], str) and isinstance(r["source"], str) and isinstance(r["trigger"], str)
+        assert isinstance(r["seconds"], (int, float)) and not isinstance(r["seconds"], bool) and r["seconds"] >= 0
         assert r["error"] is None
         for c in COUNTS:
             assert _is_int(r[c]) and r[c] >= 0, (r["rule"], c)
     assert rule_of(doc, "sale")["source"] == "public.sales"
     ledger = doc["ledger"]
-    assert {"entries", "unbalanced", "duplicate_live_keys", "unlinked_live_entries", "trial_balance"} <= set(ledger)
+    assert {"entries", "unbalanced", "duplicate_live_keys", "unlinked_live_entries", "trial_balance",
+            "seconds"} <= set(ledger)
+    assert isinstance(ledger["seconds"], (int, float)) and ledger["seconds"] >= 0
     for k in ("entries", "unbalanced", "duplicate_live_keys", "unlinked_live_entries"):
         assert _is_int(ledger[k]), k
     assert isinstance(ledger["trial_balance"], dict)
@@ -695,6 +698,36 @@ def test_prometheus_textfile_is_replaced_atomically(day, dsn, tmp_path):
     samples = parse_prometheus(target.read_text(encoding="utf-8"))
     assert sample(samples, "ledgeradmin_verify_ok") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ledgeradmin.prom"]
+
+
+def test_json_and_prometheus_say_which_check_took_the_time(day, dsn, tmp_path):
+    """The rule `sale` is made slow on one row (its `when` sleeps 0.4 s there): its own time
+    shows it, the other rules' and the ledger checks' do not, and the parts add up to at
+    most the whole run."""
+    slow_key = scalar(day, "SELECT min(id) FROM public.sales")
+    text = SHOP_CONFIG.read_text(encoding="utf-8")
+    slow = text.replace(
+        "when = \"status = 'completed'\"",
+        f"when = \"status = 'completed' AND pg_sleep(CASE WHEN id = {slow_key} THEN 0.4 ELSE 0 END) IS NOT NULL\"",
+    )
+    assert slow != text
+    config_path = tmp_path / "slow.toml"
+    config_path.write_text(slow, encoding="utf-8")
+    prom = tmp_path / "ledgeradmin.prom"
+    result = cli("verify", "--dsn", dsn, "--config", str(config_path), "--json", "--prometheus", str(prom))
+    assert result.exit_code == 1, result.output  # the edited rule is not the installed one: OUTDATED
+    doc = json.loads(result.stdout)
+    seconds = {r["rule"]: r["seconds"] for r in doc["rules"]}
+    assert set(seconds) == set(RULES)
+    assert seconds["sale"] >= 0.4
+    assert all(0 <= s < 0.4 for rule, s in seconds.items() if rule != "sale"), seconds
+    assert 0 <= doc["ledger"]["seconds"] < 0.4
+    assert sum(seconds.values()) + doc["ledger"]["seconds"] <= doc["duration_seconds"] + 0.005
+    samples = parse_prometheus(prom.read_text(encoding="utf-8"))
+    for rule, s in seconds.items():
+        assert sample(samples, "ledgeradmin_verify_rule_duration_seconds", rule=rule) == pytest.approx(s, abs=0.001)
+    assert sample(samples, "ledgeradmin_verify_ledger_duration_seconds") == pytest.approx(
+        doc["ledger"]["seconds"], abs=0.001)
 
 
 def test_prometheus_label_values_are_escaped():

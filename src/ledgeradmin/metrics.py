@@ -47,6 +47,13 @@ def render(result: VerifyResult) -> str:
         "# HELP ledgeradmin_verify_duration_seconds Duration of the last verify.",
         "# TYPE ledgeradmin_verify_duration_seconds gauge",
         f"ledgeradmin_verify_duration_seconds {result.duration_seconds:.6f}",
+        "# HELP ledgeradmin_verify_rule_duration_seconds Time the last verify spent on each rule.",
+        "# TYPE ledgeradmin_verify_rule_duration_seconds gauge",
+        *(f'ledgeradmin_verify_rule_duration_seconds{{rule="{_label(r.rule)}"}} {r.seconds:.6f}'
+          for r in result.rules),
+        "# HELP ledgeradmin_verify_ledger_duration_seconds Time the last verify spent on the whole-ledger checks.",
+        "# TYPE ledgeradmin_verify_ledger_duration_seconds gauge",
+        f"ledgeradmin_verify_ledger_duration_seconds {ledger.seconds:.6f}",
         "# HELP ledgeradmin_verify_timestamp_seconds When the last verify finished (Unix time).",
         "# TYPE ledgeradmin_verify_timestamp_seconds gauge",
         f"ledgeradmin_verify_timestamp_seconds {time.time():.3f}",

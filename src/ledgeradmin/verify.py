@@ -43,6 +43,7 @@ class RuleReport:
     failed: int | None = None
     trigger: str = OK
     error: str | None = None
+    seconds: float = 0.0  # time spent on this rule's checks
     keys: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -65,6 +66,7 @@ class LedgerReport:
     duplicate_live_keys: int = 0
     unlinked_live_entries: int = 0
     trial_balance: dict[str, Decimal] = field(default_factory=dict)  # currency -> debit - credit
+    seconds: float = 0.0  # time spent on the whole-ledger checks
     keys: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -103,7 +105,8 @@ class VerifyResult:
             "since": self.since.isoformat() if self.since else None,
             "duration_seconds": round(self.duration_seconds, 3),
             "rules": [
-                {k: v for k, v in asdict(r).items() if k != "keys" or v} for r in self.rules
+                {k: round(v, 3) if k == "seconds" else v for k, v in asdict(r).items() if k != "keys" or v}
+                for r in self.rules
             ],
             "ledger": {
                 "entries": self.ledger.entries,
@@ -111,6 +114,7 @@ class VerifyResult:
                 "duplicate_live_keys": self.ledger.duplicate_live_keys,
                 "unlinked_live_entries": self.ledger.unlinked_live_entries,
                 "trial_balance": {c: str(v) for c, v in self.ledger.trial_balance.items()},
+                "seconds": round(self.ledger.seconds, 3),
                 **({"keys": self.ledger.keys} if self.ledger.keys else {}),
             },
             "in_sync": self.in_sync,
@@ -137,12 +141,20 @@ def verify(
         with conn.transaction(force_rollback=True):
             catalog.pin_settings(conn)
             states = {s.rule: s for s in status(conn, config, names)}
-            reports = [_verify_rule_safely(conn, rule, states[rule.name].state, since, detailed, max_keys)
+            reports = [_timed(_verify_rule_safely, conn, rule, states[rule.name].state, since, detailed, max_keys)
                        for rule in rules]
-            ledger = _verify_ledger(conn, since, detailed, max_keys)
+            ledger = _timed(_verify_ledger, conn, since, detailed, max_keys)
     finally:
         conn.isolation_level, conn.read_only = saved
     return VerifyResult(reports, ledger, since, time.monotonic() - started)
+
+
+def _timed(check, *args):
+    """Run one check and record its run time in the report it returns (its ``seconds``)."""
+    started = time.monotonic()
+    report = check(*args)
+    report.seconds = time.monotonic() - started
+    return report
 
 
 def _recent_entries(since: dt.date) -> str:
