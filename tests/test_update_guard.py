@@ -191,6 +191,22 @@ def test_unchanged_columns_of_a_type_without_equality_are_compared(conn):
     assert [line[2] for line in lines_of(conn, entry) if line[2] > 0] == [12]
 
 
+def test_generated_column_read_by_a_rule_changes_with_its_inputs(conn):
+    """The rule reads a stored generated column only; an UPDATE of a column it is computed
+    from changes it in the new row, and is reposted."""
+    install_custom_rule(conn, "CREATE TABLE public.custom_src (id int PRIMARY KEY, qty int, price numeric,"
+                              " amount numeric GENERATED ALWAYS AS (qty * price) STORED, note text)",
+                        lines=[{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}])
+    assert inputs_of(conn, lines=[{"account": "1100", "debit": "amount"},
+                                  {"account": "4000", "credit": "amount"}]) == ("id", "amount")
+    conn.execute("INSERT INTO public.custom_src (id, qty, price) VALUES (1, 2, 10)")
+    assert links_read_by(conn, "UPDATE public.custom_src SET note = 'x'") == 0
+    assert links_read_by(conn, "UPDATE public.custom_src SET qty = 3") > 0
+    (entry,) = live_entry_ids(conn, "custom", "1")
+    assert [line[2] for line in lines_of(conn, entry) if line[2] > 0] == [30]
+    assert_ledger_invariants(conn)
+
+
 def test_missing_posting_is_left_to_backfill_by_an_update_of_unread_columns(shop, shop_config):
     shop.execute("ALTER TABLE public.sales DISABLE TRIGGER USER")
     add_sale(shop, 1, "100.00")
