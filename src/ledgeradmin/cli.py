@@ -6,6 +6,7 @@ Exit codes: 0 ok; 1 a check found problems; 2 usage, config or connection error.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +18,7 @@ from . import __version__
 from .config import load_config
 from .connection import connect, redact, resolve_dsn
 from .errors import LedgerError
+from .locks import LockWait
 from .output import emit_json, emit_rows, format_option, table
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
@@ -42,6 +44,26 @@ def config_option(f):
 
 def rule_option(f):
     return click.option("--rule", "rules", multiple=True, metavar="NAME", help="Only this rule (repeatable).")(f)
+
+
+def _milliseconds(text: str) -> int:
+    """A duration as PostgreSQL writes lock_timeout: 500ms, 2s, 1min (a bare number is ms)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(ms|s|min)?\s*", text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration such as 500ms, 2s or 1min")
+    return int(m.group(1)) * {"ms": 1, None: 1, "s": 1000, "min": 60_000}[m.group(2)]
+
+
+def lock_options(f):
+    f = click.option("--lock-retries", type=click.IntRange(min=0), default=LockWait.retries, show_default=True,
+                     metavar="N",
+                     help="Attempts after the first when a lock was not free in time.")(f)
+    return click.option(
+        "--lock-timeout", default="1s", show_default=True, metavar="DURATION",
+        callback=lambda ctx, param, value: _milliseconds(value),
+        help="Longest wait of one attempt for a table lock (500ms, 2s, 1min; 0: no limit). Queries of the "
+             "table queue behind it meanwhile, so an attempt that runs out rolls back and tries again later.",
+    )(f)
 
 
 def json_option(f):
@@ -126,8 +148,9 @@ def migrate(dsn: str | None, dry_run: bool) -> None:
 @config_option
 @rule_option
 @click.option("--dry-run", is_flag=True, help="Run the whole install, then roll it back.")
+@lock_options
 @handle_errors
-def install(dsn, config_path, rules, dry_run) -> None:
+def install(dsn, config_path, rules, dry_run, lock_timeout, lock_retries) -> None:
     """Compile the rules into triggers and install them, in one transaction.
 
     Idempotent: run it again after changing ledger.toml; triggers are replaced in place.
@@ -141,7 +164,8 @@ def install(dsn, config_path, rules, dry_run) -> None:
 
     config = load_config(config_path)
     with connect(dsn) as conn:
-        result = run(conn, config, rules, dry_run=dry_run)
+        result = run(conn, config, rules, dry_run=dry_run, wait=LockWait(lock_timeout, lock_retries),
+                     on_retry=lambda message: click.echo(message, err=True))
     prefix = "dry run, rolled back: " if dry_run else ""
     for label, names in (("installed", result.installed), ("updated", result.updated),
                          ("repaired triggers of", result.repaired), ("unchanged", result.unchanged)):
@@ -154,8 +178,9 @@ def install(dsn, config_path, rules, dry_run) -> None:
 @main.command()
 @dsn_option
 @rule_option
+@lock_options
 @handle_errors
-def uninstall(dsn, rules) -> None:
+def uninstall(dsn, rules, lock_timeout, lock_retries) -> None:
     """Remove the triggers and functions of installed rules; every journal row stays.
 
     \b
@@ -165,7 +190,8 @@ def uninstall(dsn, rules) -> None:
     from .install import uninstall as run
 
     with connect(dsn) as conn:
-        removed = run(conn, rules)
+        removed = run(conn, rules, wait=LockWait(lock_timeout, lock_retries),
+                      on_retry=lambda message: click.echo(message, err=True))
     for name in removed:
         click.echo(f"uninstalled rule {name}")
     if not removed:

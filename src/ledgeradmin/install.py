@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from . import catalog, compiler
+from . import catalog, compiler, locks
 from .config import Config
 from .errors import ConfigError, LedgerError
 from .migrate import require_schema
@@ -87,17 +87,22 @@ class InstallResult:
     dry_run: bool = False
 
 
-def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bool = False) -> InstallResult:
+def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bool = False,
+            wait: locks.LockWait = locks.LockWait(), on_retry=None) -> InstallResult:
     """Install the selected rules (all by default) in one transaction; idempotent.
 
     Writers never see a moment without triggers: functions and triggers are replaced in
     place (CREATE OR REPLACE) and become visible at commit. With ``dry_run`` everything is
-    executed and then rolled back.
+    executed and then rolled back. A lock not free within ``wait.timeout_ms`` rolls the
+    attempt back, so that the table's writers do not queue behind it; ``wait.retries``
+    more attempts follow (locks.py).
     """
     require_schema(conn)
-    result = InstallResult(dry_run=dry_run)
-    try:
+
+    def attempt() -> InstallResult:
+        result = InstallResult(dry_run=dry_run)
         with conn.transaction(force_rollback=dry_run):
+            restore = locks.begin(conn, wait)
             before = {st.rule: st for st in status(conn, config, names)}
             s = script(conn, config, names)
             with conn.cursor() as cur:
@@ -115,26 +120,52 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
                     result.repaired.append(name)
                 else:
                     result.unchanged.append(name)
+            restore()
+        return result
+
+    try:
+        return locks.retrying(conn, attempt, wait, action="install", mode="SHARE ROW EXCLUSIVE",
+                              tables=lambda: [rule.source for rule in config.select(names)], on_retry=on_retry)
     except psycopg.Error as exc:
         raise LedgerError(f"install failed, nothing was changed: {exc.diag.message_primary or exc}",
                           hint=exc.diag.message_hint) from None
-    return result
 
 
-def uninstall(conn: psycopg.Connection, names=None) -> list[str]:
+def uninstall(conn: psycopg.Connection, names=None, *, wait: locks.LockWait = locks.LockWait(),
+              on_retry=None) -> list[str]:
     """Remove the posting functions and triggers of the named installed rules (all when
-    none are named). Every journal entry stays. Returns the rules removed."""
+    none are named). Every journal entry stays. Returns the rules removed. Dropping a
+    trigger locks its table against readers too: lock waits are bounded as for install."""
     require_schema(conn)
-    with conn.transaction():
-        installed = [r[0] for r in conn.execute("SELECT name FROM ledger.rule ORDER BY name")]
-        if names:
-            unknown = [n for n in names if n not in installed]
-            if unknown:
-                raise LedgerError(f"rule {', '.join(unknown)} is not installed",
-                                  hint=f"installed: {', '.join(installed) or '(none)'}")
-            installed = [n for n in installed if n in names]
-        with conn.cursor() as cur:
-            for name in installed:
-                for statement in compiler.uninstall_statements(name):
-                    cur.execute(statement)
+
+    def attempt() -> list[str]:
+        with conn.transaction():
+            restore = locks.begin(conn, wait)
+            removed = _installed(conn, names)
+            with conn.cursor() as cur:
+                for name in removed:
+                    for statement in compiler.uninstall_statements(name):
+                        cur.execute(statement)
+            restore()
+        return removed
+
+    def tables() -> list[str]:
+        wanted = list(names) if names else None
+        return [r[0] for r in conn.execute(
+            "SELECT source FROM ledger.rule WHERE %(names)s::text[] IS NULL OR name = ANY (%(names)s)",
+            {"names": wanted})]
+
+    return locks.retrying(conn, attempt, wait, action="uninstall", mode="ACCESS EXCLUSIVE", tables=tables,
+                          on_retry=on_retry)
+
+
+def _installed(conn: psycopg.Connection, names) -> list[str]:
+    """The installed rules among ``names`` (all when none are named); an unknown name is an error."""
+    installed = [r[0] for r in conn.execute("SELECT name FROM ledger.rule ORDER BY name")]
+    if names:
+        unknown = [n for n in names if n not in installed]
+        if unknown:
+            raise LedgerError(f"rule {', '.join(unknown)} is not installed",
+                              hint=f"installed: {', '.join(installed) or '(none)'}")
+        installed = [n for n in installed if n in names]
     return installed
