@@ -700,19 +700,25 @@ def test_prometheus_textfile_is_replaced_atomically(day, dsn, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ledgeradmin.prom"]
 
 
-def test_json_and_prometheus_say_which_check_took_the_time(day, dsn, tmp_path):
-    """The rule `sale` is made slow on one row (its `when` sleeps 0.4 s there): its own time
-    shows it, the other rules' and the ledger checks' do not, and the parts add up to at
-    most the whole run."""
-    slow_key = scalar(day, "SELECT min(id) FROM public.sales")
+def slow_sale_config(conn: psycopg.Connection, tmp_path: Path, seconds: float) -> Path:
+    """The shop's ledger.toml with rule `sale` made slow on one row: its `when` sleeps there."""
+    slow_key = scalar(conn, "SELECT min(id) FROM public.sales")
     text = SHOP_CONFIG.read_text(encoding="utf-8")
     slow = text.replace(
         "when = \"status = 'completed'\"",
-        f"when = \"status = 'completed' AND pg_sleep(CASE WHEN id = {slow_key} THEN 0.4 ELSE 0 END) IS NOT NULL\"",
+        f"when = \"status = 'completed' AND pg_sleep(CASE WHEN id = {slow_key} THEN {seconds} ELSE 0 END)"
+        " IS NOT NULL\"",
     )
     assert slow != text
     config_path = tmp_path / "slow.toml"
     config_path.write_text(slow, encoding="utf-8")
+    return config_path
+
+
+def test_json_and_prometheus_say_which_check_took_the_time(day, dsn, tmp_path):
+    """The rule `sale` is made slow on one row (0.4 s): its own time shows it, the other
+    rules' and the ledger checks' do not, and the parts add up to at most the whole run."""
+    config_path = slow_sale_config(day, tmp_path, 0.4)
     prom = tmp_path / "ledgeradmin.prom"
     result = cli("verify", "--dsn", dsn, "--config", str(config_path), "--json", "--prometheus", str(prom))
     assert result.exit_code == 1, result.output  # the edited rule is not the installed one: OUTDATED
@@ -728,6 +734,15 @@ def test_json_and_prometheus_say_which_check_took_the_time(day, dsn, tmp_path):
         assert sample(samples, "ledgeradmin_verify_rule_duration_seconds", rule=rule) == pytest.approx(s, abs=0.001)
     assert sample(samples, "ledgeradmin_verify_ledger_duration_seconds") == pytest.approx(
         doc["ledger"]["seconds"], abs=0.001)
+
+
+def test_statement_timeout_is_reported_with_what_to_do(day, dsn, tmp_path):
+    config_path = slow_sale_config(day, tmp_path, 1)
+    result = CliRunner().invoke(main, ["verify", "--dsn", dsn, "--config", str(config_path)],
+                                env={"PGOPTIONS": "-c statement_timeout=200"})
+    assert result.exit_code == 2, result.output
+    assert "Error: database error: canceling statement due to statement timeout" in result.stderr
+    assert "Hint: the session's statement_timeout (set for the role or the database, or in PGOPTIONS)" in result.stderr
 
 
 def test_prometheus_label_values_are_escaped():
