@@ -101,8 +101,7 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
 
     def attempt() -> InstallResult:
         result = InstallResult(dry_run=dry_run)
-        with conn.transaction(force_rollback=dry_run):
-            restore = locks.begin(conn, wait)
+        with conn.transaction(force_rollback=dry_run), locks.bounded(conn, wait):
             before = {st.rule: st for st in status(conn, config, names)}
             s = script(conn, config, names)
             with conn.cursor() as cur:
@@ -120,7 +119,6 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
                     result.repaired.append(name)
                 else:
                     result.unchanged.append(name)
-            restore()
         return result
 
     try:
@@ -139,14 +137,12 @@ def uninstall(conn: psycopg.Connection, names=None, *, wait: locks.LockWait = lo
     require_schema(conn)
 
     def attempt() -> list[str]:
-        with conn.transaction():
-            restore = locks.begin(conn, wait)
+        with conn.transaction(), locks.bounded(conn, wait):
             removed = _installed(conn, names)
             with conn.cursor() as cur:
                 for name in removed:
                     for statement in compiler.uninstall_statements(name):
                         cur.execute(statement)
-            restore()
         return removed
 
     def tables() -> list[str]:

@@ -13,7 +13,8 @@ advisory lock), so two deployments never interleave their DDL.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,7 +23,7 @@ import psycopg
 from .compiler import template
 from .errors import LedgerError
 
-#: the advisory lock of install and uninstall ("ledgeradmin DDL"), one at a time per database
+#: the advisory lock of install and uninstall, one at a time per database ("LedgerDD" in ASCII)
 DDL_LOCK = 0x4C65_6467_6572_4444
 
 #: lock modes that conflict with the one a DDL statement takes on its table
@@ -49,14 +50,16 @@ class LockWait:
         return min(0.5 * 2 ** (attempt - 2), 5.0)
 
 
-def begin(conn: psycopg.Connection, wait: LockWait) -> Callable[[], None]:
-    """First thing in an attempt's transaction: bound every lock wait, then take the DDL lock.
-    Returns what puts the caller's lock_timeout back (for a caller's own transaction, where
-    the attempt is only a savepoint), to be called at the end of the attempt."""
+@contextmanager
+def bounded(conn: psycopg.Connection, wait: LockWait) -> Iterator[None]:
+    """The body of an attempt's transaction: every lock wait bounded, the DDL lock taken
+    first. Where the attempt is a savepoint of the caller's transaction, the caller's
+    lock_timeout is set back at the end (on an error the rollback undoes it)."""
     (previous,) = conn.execute("SELECT pg_catalog.current_setting('lock_timeout')").fetchone()
     conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{wait.timeout_ms}ms",))
     conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (DDL_LOCK,))
-    return lambda: conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (previous,))
+    yield
+    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (previous,))
 
 
 def retrying(
@@ -69,7 +72,7 @@ def retrying(
     mode: str,
     on_retry: Callable[[str], None] | None = None,
 ) -> T:
-    """Run ``attempt`` (one transaction that calls `begin` first) until it gets its locks."""
+    """Run ``attempt`` (one transaction, its body `bounded`) until it gets its locks."""
     tries, n = wait.retries + 1, 1
     while True:
         try:
