@@ -78,7 +78,8 @@ def retrying(
         try:
             return attempt()
         except psycopg.errors.LockNotAvailable:
-            holders = _holders(conn, tables(), mode)
+            with conn.transaction():  # a transaction of its own, as the attempt was
+                holders = _holders(conn, tables(), mode)
             if n == tries:
                 raise LedgerError(
                     f"{action} gave up after {tries} attempt{'s' if tries > 1 else ''}: a lock it needs was not "
