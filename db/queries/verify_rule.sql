@@ -2,7 +2,9 @@
 -- its live postings, a join PostgreSQL runs in parallel. A row is eligible when it has a
 -- desired posting; missing when that has no live posting; drifted when the live posting's
 -- fingerprint differs from the desired one. The planner drops every desired column but the
--- key and the fingerprint. Live postings without a desired one (orphaned) are counted by
+-- key and the fingerprint, and every live posting column but the join key and the
+-- fingerprint (never NULL, so it tells a matched row): for an integer key the join's hash
+-- table holds no key text. Live postings without a desired one (orphaned) are counted by
 -- verify_postings_count.sql: every live posting matches at most one eligible row, so
 -- orphaned = live postings - posted.
 WITH d AS (
@@ -11,8 +13,8 @@ WITH d AS (
 {{postings}}
 )
 SELECT count(*) AS eligible,
-       count(p.source_key) AS posted,
-       count(*) FILTER (WHERE p.source_key IS NULL) AS missing,
-       count(*) FILTER (WHERE p.source_key IS NOT NULL AND d.fingerprint IS DISTINCT FROM p.fingerprint) AS drifted
+       count(p.fingerprint) AS posted,
+       count(*) FILTER (WHERE p.fingerprint IS NULL) AS missing,
+       count(*) FILTER (WHERE p.fingerprint IS NOT NULL AND d.fingerprint IS DISTINCT FROM p.fingerprint) AS drifted
 FROM d
 LEFT JOIN p ON {{join_on}}
