@@ -514,6 +514,52 @@ def test_planted_unbalanced_pair_that_cancels_in_the_trial_balance(day, dsn):
         assert all(Decimal(v) == 0 for v in ledger["trial_balance"].values())
 
 
+def test_planted_entry_that_balances_only_across_currencies(day, dsn):
+    """One line of a USD entry moved to EUR: debits equal credits over the entry, not in
+    either currency. The checksum without grouping weighs lines by currency too."""
+    key = str(scalar(day, "SELECT min(id) FROM public.sales WHERE status = 'completed' AND currency = 'USD'"
+                          " AND tax > 0"))
+    (entry,) = [r[0] for r in day.execute(f"SELECT id FROM ({LIVE_ENTRIES}) e WHERE rule = 'sale' AND source_key = %s", (key,))]
+    tax = scalar(day, "SELECT credit FROM ledger.line WHERE entry_id = %s AND account = '2200'", (entry,))
+    with day.transaction():
+        _disable_guards(day)
+        day.execute("UPDATE ledger.line SET currency = 'EUR' WHERE entry_id = %s AND account = '2200'", (entry,))
+        _enable_guards(day)
+    code, doc = run_verify(dsn)
+    assert code == 1
+    ledger = doc["ledger"]
+    assert ledger["unbalanced"] == 1
+    assert ledger["keys"]["unbalanced"] == [str(entry)]
+    assert Decimal(ledger["trial_balance"]["USD"]) == tax
+    assert Decimal(ledger["trial_balance"]["EUR"]) == -tax
+
+
+def test_line_check_without_grouping_agrees_with_the_exact_one(day, shop_config, monkeypatch):
+    """Full verify first checks the lines in one pass without grouping; when it cannot tell
+    (here: a sample that missed a currency, then no page sampled at all), the exact
+    per-currency query runs. All give the same ledger report."""
+    from ledgeradmin import verify as verify_module
+
+    outcomes = []
+    real = verify_module._balanced_currencies
+    monkeypatch.setattr(verify_module, "_balanced_currencies", lambda conn: outcomes.append(real(conn)) or outcomes[-1])
+    fast = verify(day, shop_config).ledger
+    with monkeypatch.context() as m:
+        # a sample that found USD only: the pass sees EUR lines, and the exact query runs
+        real_template = verify_module.template
+        m.setattr(verify_module, "template", lambda name: "SELECT 'USD'::text WHERE %(percent)s > 0"
+                  if name == "queries/verify_lines_currencies.sql" else real_template(name))
+        partial = verify(day, shop_config).ledger
+    monkeypatch.setattr(verify_module, "CURRENCY_SAMPLE_PAGES", 0)
+    exact = verify(day, shop_config).ledger
+    assert outcomes == [["EUR", "USD"], None, None]
+    assert list(partial.trial_balance.items()) == list(exact.trial_balance.items())
+    assert list(fast.trial_balance.items()) == list(exact.trial_balance.items())
+    assert [str(v) for v in fast.trial_balance.values()] == ["0.0000", "0.0000"]
+    assert (fast.entries, fast.unbalanced, fast.duplicate_live_keys, fast.unlinked_live_entries) == (
+        exact.entries, exact.unbalanced, exact.duplicate_live_keys, exact.unlinked_live_entries)
+
+
 def test_planted_posting_moved_to_a_reversal_is_caught(day, dsn):
     """A posting link repointed by a superuser from its live entry to a reversal entry:
     the entry checksum differs (a posting links a non-live entry and a live entry lost its

@@ -1,6 +1,6 @@
 -- Samples behind the whole-ledger checks: unbalanced entry ids and duplicated live keys.
 SELECT 'unbalanced' AS problem, u.entry_id::text AS item
-FROM (SELECT l.entry_id
+FROM (SELECT DISTINCT l.entry_id
       FROM {{lines}} AS l
       GROUP BY l.entry_id, l.currency
       HAVING sum(l.debit) <> sum(l.credit)
