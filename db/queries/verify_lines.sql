@@ -1,8 +1,8 @@
 -- Whole-ledger line checks, exact per currency: with --since (over the lines of entries
 -- dated on or after the day, {{lines}}), and in a full verify when the pass of
--- verify_lines_checksum.sql found something. One pass, which PostgreSQL runs in parallel: per currency
--- the total debits less the total credits (the trial balance: must be 0) and a
--- checksum of the entries' balances. The checksum weighs the balance (debits - credits)
+-- verify_lines_checksum.sql found something. One pass, which PostgreSQL runs in parallel:
+-- per currency the total debits less the total credits (the trial balance: must be 0) and
+-- a checksum of the entries' balances. The checksum weighs the balance (debits - credits)
 -- of each entry in the currency by a 32-bit weight drawn from a hash of the entry id seeded
 -- with a random number of this run (%(seed)s), and sums the products: 0 when every entry
 -- balances. When some entry does not, the checksum is 0 only if the random weights happen
