@@ -174,3 +174,24 @@ def test_cli_lock_options(dsn, connect):
     result = runner.invoke(main, [*args, "--lock-timeout", "1min", "--lock-retries", "0"])
     assert result.exit_code == 0, result.output
     assert result.stdout.count("installed rule") == 4
+
+
+@pytest.mark.parametrize(("text", "ms"), [("1s", 1000), ("500ms", 500), ("2 min", 120_000), ("250", 250), ("0", 0)])
+def test_lock_timeout_reads_postgresql_durations(text, ms):
+    from ledgeradmin.cli import _milliseconds
+
+    assert _milliseconds(text) == ms
+    assert LockWait().timeout_ms == _milliseconds("1s")  # the default the CLI shows
+
+
+def test_lock_timeout_0_waits_as_long_as_it_takes(conn, connect, shop_config):
+    writer = open_writer(connect)
+    timer = threading.Timer(1.5, writer.rollback)
+    timer.start()
+    started = time.monotonic()
+    try:
+        result = install(conn, shop_config, wait=LockWait(0, 0))
+    finally:
+        timer.join()
+    assert time.monotonic() - started >= 1.4
+    assert sorted(result.installed) == RULES
