@@ -7,6 +7,11 @@
 
 Each variant: a fresh database from the template (empty tables), VACUUM ANALYZE, CHECKPOINT,
 then the timed statement(s), committed. Same CSV file each time, read by the server.
+
+Then, in the database variant ii posted, one DELETE of the first tenth of the sales, rolled
+back: with the rule (every posted sale's entry reversed in the same statement) and with the
+table's triggers disabled. No target: what a large DELETE costs when each posted sale's
+entry is reversed in the same statement.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ VARIANTS = ("i_bare", "ii_trigger", "iii_limit")
 def run(bench: Bench, *, n: int, rounds: int = 1) -> dict:
     csv = make_csv(bench, n)
     seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    deletes: dict[str, list[float]] = {"trigger": [], "bare": []}
+    delete_rows = n // 10
     postings: dict[str, int] = {}
     db = "bench_bulk"
     for r in range(1, rounds + 1):
@@ -34,6 +41,11 @@ def run(bench: Bench, *, n: int, rounds: int = 1) -> dict:
                             conn.execute(journal_limit(1, n))
                 seconds[variant].append(t.seconds)
                 postings[variant] = conn.execute("SELECT count(*) FROM ledger.posting").fetchone()[0]
+                if variant == "ii_trigger":
+                    for kind in deletes:
+                        deletes[kind].append(_delete(conn, delete_rows, triggers=kind == "trigger"))
+                    log(f"  bulk round {r}/{rounds} DELETE of {delete_rows:,} sales: trigger "
+                        f"{deletes['trigger'][-1]:.2f} s, bare {deletes['bare'][-1]:.2f} s")
             log(f"  bulk round {r}/{rounds} {variant:<11} {t.seconds:7.2f} s  ({postings[variant]:,} postings)")
     bench.drop_db(db)
     med = {v: median(s) for v, s in seconds.items()}
@@ -49,4 +61,19 @@ def run(bench: Bench, *, n: int, rounds: int = 1) -> dict:
             "ii/i": med["ii_trigger"] / med["i_bare"],
             "ii/iii": med["ii_trigger"] / med["iii_limit"],
         },
+        "delete": {
+            "rows": delete_rows,
+            "seconds": deletes,
+            "median_seconds": {kind: median(s) for kind, s in deletes.items()},
+        },
     }
+
+
+def _delete(conn, rows: int, *, triggers: bool) -> float:
+    """One DELETE of the first ``rows`` sales, timed and rolled back."""
+    with conn.transaction(force_rollback=True):
+        if not triggers:
+            conn.execute("ALTER TABLE public.sales DISABLE TRIGGER USER")
+        with timed() as t:
+            conn.execute("DELETE FROM public.sales WHERE id <= %s", (rows,))
+    return t.seconds

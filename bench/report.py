@@ -182,6 +182,7 @@ def _section_tables(results: dict, markdown: bool) -> list[str]:
         rows.append(["ratio ii/iii (trigger / limit)", f"{bulk['ratios']['ii/iii']:.2f}x", ""])
         out.append(table([f"COPY of {bulk['rows']:,} sales ({bulk['postings']:,} postings)", "seconds", "sales/s"],
                          rows, {1, 2}))
+        out.append(_bulk_delete(bulk, table))
     bf = results.get("backfill")
     if bf:
         rows = [
@@ -217,6 +218,18 @@ def _section_tables(results: dict, markdown: bool) -> list[str]:
         out.append(table([f"INSERT … SELECT of {bad['rows']:,} rows", "clean s", "one bad row s", "ratio"],
                          rows, {1, 2, 3}))
     return out
+
+
+def _bulk_delete(bulk: dict, table) -> str:
+    d = bulk.get("delete")
+    if not d:
+        return "(this run's results have no bulk DELETE)"
+    med = d["median_seconds"]
+    rows = [["with the rule (every posted sale's entry reversed)", f"{med['trigger']:.2f}",
+             f"{d['rows'] / med['trigger']:,.0f}"],
+            ["triggers disabled (no ledger)", f"{med['bare']:.2f}", f"{d['rows'] / med['bare']:,.0f}"],
+            ["ratio", f"{med['trigger'] / med['bare']:.2f}x", ""]]
+    return table([f"DELETE of {d['rows']:,} posted sales, rolled back", "seconds", "sales/s"], rows, {1, 2})
 
 
 def _verify_parts(verify: list[dict], table) -> str:
@@ -301,11 +314,17 @@ def markdown(results: dict) -> str:
     if results.get("bulk"):
         b = results["bulk"]
         lines += [
-            "## 2. Bulk: one COPY",
+            "## 2. Bulk: one COPY, one DELETE",
             "",
             f"One `COPY … FROM` file (read by the server) of {b['rows']:,} sales, 90 % completed; a fresh "
             "database from the template, VACUUM ANALYZE and CHECKPOINT before each variant; "
             f"{b['rounds']} round{'s' if b['rounds'] > 1 else ''}{', median' if b['rounds'] > 1 else ''}.",
+            "",
+            next(tables),
+            "",
+            "Then, in the database the trigger variant posted, one DELETE of the first tenth of the sales, "
+            "rolled back, with the rule and with the table's triggers disabled (no target: what a large "
+            "DELETE costs when each posted sale's entry is reversed in the same statement).",
             "",
             next(tables),
             "",

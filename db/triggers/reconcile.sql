@@ -45,13 +45,19 @@ WITH {{prelude}}d AS MATERIALIZED (
     FROM x
     WHERE x.post
 ), lines AS (
-    -- The lines reversed are fetched by index for the entries reversed (= ANY of an array:
-    -- never a scan of ledger.line, whatever the planner thinks x holds).
+    -- The lines of each entry reversed are fetched by index, one lookup per entry (a
+    -- subquery the planner cannot flatten): never a scan of ledger.line, and never a
+    -- lookup that rereads an array of all the entries, whatever the planner thinks x holds.
     INSERT INTO ledger.line (entry_id, line_no, account, currency, debit, credit)
     SELECT x.rev_entry_id, l.line_no, l.account, l.currency, l.credit, l.debit
-    FROM ledger.line AS l
-    JOIN x ON x.old_entry_id = l.entry_id
-    WHERE l.entry_id = ANY (ARRAY(SELECT x.old_entry_id FROM x WHERE x.old_entry_id IS NOT NULL))
+    FROM x
+    CROSS JOIN LATERAL (
+        SELECT l.line_no, l.account, l.currency, l.debit, l.credit
+        FROM ledger.line AS l
+        WHERE l.entry_id = x.old_entry_id
+        OFFSET 0
+    ) AS l
+    WHERE x.old_entry_id IS NOT NULL
     UNION ALL
     SELECT x.new_entry_id, l.n, l.account, x.currency, greatest(l.amount, 0), greatest(-l.amount, 0)
     FROM x
@@ -62,11 +68,14 @@ WITH {{prelude}}d AS MATERIALIZED (
     DELETE FROM ledger.posting AS p
     WHERE p.entry_id = ANY (ARRAY(SELECT x.old_entry_id FROM x WHERE x.old_entry_id IS NOT NULL AND NOT x.post))
 ), relinked AS (
+    -- Joined on the entry id alone: a few rows of x probe the links' entry index, many are
+    -- hashed against one scan of the links; an array of them all in the probe would be
+    -- reread by every probe.
     UPDATE ledger.posting AS p
     SET entry_id = x.new_entry_id, fingerprint = x.fingerprint
     FROM x
     WHERE p.entry_id = x.old_entry_id
-      AND p.entry_id = ANY (ARRAY(SELECT x.old_entry_id FROM x WHERE x.old_entry_id IS NOT NULL AND x.post))
+      AND x.post
 ), linked AS (
     INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
     SELECT {{rule}}, x.key_num, x.source_key, x.new_entry_id, x.fingerprint
