@@ -16,6 +16,7 @@ from ledgeradmin.cli import main
 from ledgeradmin.errors import LedgerError
 from ledgeradmin.install import install, uninstall
 from ledgeradmin.locks import DDL_LOCK, LockWait
+from test_reliability import wait_for
 
 SHOP_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "shop" / "ledger.toml"
 RULES = ["manufacturing", "payment", "requisition", "sale"]
@@ -71,14 +72,9 @@ def test_writers_wait_at_most_one_lock_timeout_behind_a_blocked_install(shop, co
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        watcher = connect(autocommit=True)
-        deadline = time.monotonic() + 10
-        while not watcher.execute(
-            "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted AND relation = 'public.sales'::regclass",
-            (installer.info.backend_pid,),
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline and thread.is_alive(), "install never waited for public.sales"
-            time.sleep(0.005)
+        wait_for(connect(autocommit=True),
+                 "SELECT count(*) > 0 FROM pg_locks WHERE pid = %s AND NOT granted"
+                 " AND relation = 'public.sales'::regclass", (installer.info.backend_pid,))
         second = connect(autocommit=True)
         second.execute("SET statement_timeout = '5s'")
         started = time.monotonic()

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -428,21 +429,22 @@ def test_config_change_not_installed_is_outdated(day, dsn, tmp_path):
     assert_clean_except(doc, "sale")
 
 
-def _disable_guards(conn):
-    for table, trigger in (("entry", "entry_immutable"), ("line", "line_immutable")):
-        conn.execute(f"ALTER TABLE ledger.{table} DISABLE TRIGGER {trigger}")
-
-
-def _enable_guards(conn):
-    for table, trigger in (("entry", "entry_immutable"), ("line", "line_immutable")):
-        conn.execute(f"ALTER TABLE ledger.{table} ENABLE ALWAYS TRIGGER {trigger}")
+@contextmanager
+def guards_off(conn):
+    """A transaction in which the ledger's immutability guards are off, to plant damage."""
+    guards = (("entry", "entry_immutable"), ("line", "line_immutable"))
+    with conn.transaction():
+        for table, trigger in guards:
+            conn.execute(f"ALTER TABLE ledger.{table} DISABLE TRIGGER {trigger}")
+        yield
+        for table, trigger in guards:
+            conn.execute(f"ALTER TABLE ledger.{table} ENABLE ALWAYS TRIGGER {trigger}")
 
 
 def test_planted_duplicate_live_entry(day, dsn):
     key = str(scalar(day, "SELECT min(id) FROM public.sales WHERE status = 'completed'"))
     (original,) = [r[0] for r in day.execute(f"SELECT id FROM ({LIVE_ENTRIES}) e WHERE rule = 'sale' AND source_key = %s", (key,))]
-    with day.transaction():
-        _disable_guards(day)
+    with guards_off(day):
         dup = scalar(
             day,
             "INSERT INTO ledger.entry (rule, source_key, effective_at, memo) "
@@ -454,7 +456,6 @@ def test_planted_duplicate_live_entry(day, dsn):
             "SELECT %s, line_no, account, currency, debit, credit FROM ledger.line WHERE entry_id = %s",
             (dup, original),
         )
-        _enable_guards(day)
     code, doc = run_verify(dsn)
     assert code == 1
     ledger = doc["ledger"]
@@ -471,13 +472,11 @@ def test_planted_duplicate_live_entry(day, dsn):
 def test_planted_unbalanced_entry(day, dsn):
     key = str(scalar(day, "SELECT min(id) FROM public.sales WHERE status = 'completed' AND currency = 'USD'"))
     (entry,) = [r[0] for r in day.execute(f"SELECT id FROM ({LIVE_ENTRIES}) e WHERE rule = 'sale' AND source_key = %s", (key,))]
-    with day.transaction():
-        _disable_guards(day)
+    with guards_off(day):
         n = day.execute(
             "UPDATE ledger.line SET debit = debit + 1.25 WHERE entry_id = %s AND debit > 0", (entry,)
         ).rowcount
         assert n == 1
-        _enable_guards(day)
     code, doc = run_verify(dsn)
     assert code == 1
     ledger = doc["ledger"]
@@ -499,12 +498,10 @@ def test_planted_unbalanced_pair_that_cancels_in_the_trial_balance(day, dsn):
         "SELECT id FROM public.sales WHERE status = 'completed' AND currency = 'USD' ORDER BY id LIMIT 2")]
     entries = [scalar(day, f"SELECT id FROM ({LIVE_ENTRIES}) e WHERE rule = 'sale' AND source_key = %s", (k,))
                for k in keys]
-    with day.transaction():
-        _disable_guards(day)
+    with guards_off(day):
         for entry, delta in zip(entries, ("1.25", "-1.25")):
             day.execute("UPDATE ledger.line SET debit = debit + %s::numeric WHERE entry_id = %s AND debit > 0",
                         (delta, entry))
-        _enable_guards(day)
     for _ in range(3):  # each run draws another seed
         code, doc = run_verify(dsn)
         assert code == 1
@@ -521,10 +518,8 @@ def test_planted_entry_that_balances_only_across_currencies(day, dsn):
                           " AND tax > 0"))
     (entry,) = [r[0] for r in day.execute(f"SELECT id FROM ({LIVE_ENTRIES}) e WHERE rule = 'sale' AND source_key = %s", (key,))]
     tax = scalar(day, "SELECT credit FROM ledger.line WHERE entry_id = %s AND account = '2200'", (entry,))
-    with day.transaction():
-        _disable_guards(day)
+    with guards_off(day):
         day.execute("UPDATE ledger.line SET currency = 'EUR' WHERE entry_id = %s AND account = '2200'", (entry,))
-        _enable_guards(day)
     code, doc = run_verify(dsn)
     assert code == 1
     ledger = doc["ledger"]
