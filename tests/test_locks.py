@@ -56,6 +56,27 @@ def test_install_gives_up_after_its_attempts_and_names_the_session_in_the_way(co
     assert sorted(result.installed) == RULES
 
 
+def test_install_behind_a_table_locked_for_ddl_retries_and_is_no_config_error(conn, connect, shop_config):
+    """install reads the table before it changes anything (its expressions are planned
+    against it), so an ACCESS EXCLUSIVE holder (an ALTER TABLE, say) stops it at the first
+    read: that wait too is bounded and retried, and the holder named; it is not the rule's fault."""
+    alter = connect()
+    alter.execute("LOCK TABLE public.purchase_requisitions IN ACCESS EXCLUSIVE MODE")
+    with pytest.raises(LedgerError) as err:
+        install(conn, shop_config, wait=LockWait(200, 1))
+    assert type(err.value) is LedgerError, err.value.message  # not a ConfigError
+    assert err.value.message.startswith("install gave up after 2 attempts")
+    assert f"public.purchase_requisitions: pid {alter.info.backend_pid} (user " in err.value.message
+    assert installed(conn) == []
+    released = threading.Timer(0.3, alter.rollback)
+    released.start()
+    try:
+        result = install(conn, shop_config, wait=LockWait(200, 3))
+    finally:
+        released.join()
+    assert sorted(result.installed) == RULES
+
+
 def test_writers_wait_at_most_one_lock_timeout_behind_a_blocked_install(shop, connect, shop_config):
     """Without a lock timeout the second writer would wait for the first one's transaction,
     queued behind install; here it waits until install's attempt runs out."""

@@ -20,7 +20,7 @@ import psycopg
 from . import catalog, compiler
 from .compiler import fill, literal, template
 from .config import Config, Rule
-from .errors import LedgerError
+from .errors import LedgerError, database_hint
 from .migrate import require_schema
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -174,7 +174,7 @@ def backfill(
             raise LedgerError(
                 f'backfill stopped in rule "{rule.name}": {exc.diag.message_primary or str(exc).strip()}'
                 f" (SQLSTATE {exc.sqlstate or 'none'}); committed so far: {done}",
-                hint="every committed batch is kept: run backfill again to continue",
+                hint=database_hint(exc) or "every committed batch is kept: run backfill again to continue",
             ) from None
         if budget[0] == 0:
             break

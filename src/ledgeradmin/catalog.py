@@ -309,8 +309,10 @@ def _check_constant_amount(conn: psycopg.Connection, expr: str, ctx: str) -> Non
             conn.cursor().execute(f"SELECT ({expr})::numeric(20, 4)", binary=True)
     except psycopg.DataError as exc:
         raise ConfigError(f"{ctx}: {exc.diag.message_primary}") from None
-    except psycopg.Error:
-        pass  # it refers to the row: checked per row when posting
+    except psycopg.Error as exc:
+        if not _about_the_query(exc):
+            raise
+        # it refers to the row: checked per row when posting
 
 
 def check_query(conn: psycopg.Connection, query: str, ctx: str) -> None:
@@ -330,5 +332,19 @@ def _probe(conn: psycopg.Connection, query: str, ctx: str) -> int:
             assert cur.description is not None
             return cur.description[0].type_code
     except psycopg.Error as exc:
+        if not _about_the_query(exc):
+            raise
         reason = exc.diag.message_primary or str(exc).strip()
         raise ConfigError(f"{ctx}: {reason}", hint=exc.diag.message_hint) from None
+
+
+#: SQLSTATE classes of errors about the session or the server, not the query probed: a lost
+#: connection (08), a serialization failure or recovery conflict (40), a lock not free in
+#: time (55), a cancel or shutdown (57), resources (53), I/O (58), internal (XX).
+_NOT_ABOUT_THE_QUERY = ("08", "40", "53", "55", "57", "58", "XX")
+
+
+def _about_the_query(exc: psycopg.Error) -> bool:
+    """Whether a probe's error is the expression's fault (a config error) rather than the
+    session's, which passes through as it is (a lock wait to retry, a lost connection)."""
+    return exc.sqlstate is not None and not exc.sqlstate.startswith(_NOT_ABOUT_THE_QUERY)

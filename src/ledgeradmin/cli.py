@@ -17,7 +17,7 @@ import psycopg
 from . import __version__
 from .config import load_config
 from .connection import connect, redact, resolve_dsn
-from .errors import LedgerError
+from .errors import LedgerError, database_hint
 from .locks import LockWait
 from .output import emit_json, emit_rows, format_option, table
 
@@ -100,21 +100,12 @@ def handle_errors(f):
                 traceback.print_exc()
             message = exc.diag.message_primary or str(exc).strip()
             click.echo(f"Error: database error: {redact(message, resolve_dsn(kwargs.get('dsn')))}", err=True)
-            hint = exc.diag.message_hint or _hint(exc)
+            hint = database_hint(exc) or exc.diag.message_hint
             if hint:
                 click.echo(f"Hint: {hint}", err=True)
             ctx.exit(EXIT_ERROR)
 
     return wrapper
-
-
-def _hint(exc: psycopg.Error) -> str | None:
-    """What to do about a database error PostgreSQL gives no hint for."""
-    if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in (exc.diag.message_primary or ""):
-        return ("the session's statement_timeout (set for the role or the database, or in PGOPTIONS) stopped a "
-                "statement: run the command with a larger one, e.g. PGOPTIONS='-c statement_timeout=0'; for "
-                "backfill, a smaller --batch-size; for verify, --since checks only recent rows")
-    return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

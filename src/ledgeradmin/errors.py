@@ -17,3 +17,24 @@ class LedgerError(Exception):
 
 class ConfigError(LedgerError):
     """ledger.toml is unreadable or invalid; the message names the rule and field."""
+
+
+def database_hint(exc: Exception) -> str | None:
+    """What to do about a database error PostgreSQL gives no useful hint for."""
+    diag = getattr(exc, "diag", None)
+    message = (diag.message_primary if diag else None) or ""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate == "57014" and "statement timeout" in message:
+        return ("the session's statement_timeout (set for the role or the database, or in PGOPTIONS) stopped a "
+                "statement: run the command with a larger one, e.g. PGOPTIONS='-c statement_timeout=0'; for "
+                "backfill, a smaller --batch-size; for verify, --since checks only recent rows")
+    if sqlstate == "25006":
+        return ("this server takes no writes: it is a hot standby, or default_transaction_read_only is on for the "
+                "role or database. Run migrate, install, uninstall and backfill against the primary; verify, "
+                "status and report run on a standby")
+    if sqlstate == "40001" and "conflict with recovery" in message:
+        why = (diag.message_detail or "").rstrip(".")
+        return (f"WAL replay on this hot standby cancelled the query{f' ({why})' if why else ''}. For verify on a "
+                "standby, set max_standby_streaming_delay there above verify's run time (-1: no limit) and "
+                "hot_standby_feedback = on, or check recent rows only (--since), or run it on the primary")
+    return None

@@ -13,7 +13,7 @@ import psycopg
 
 from . import catalog, compiler, locks
 from .config import Config
-from .errors import ConfigError, LedgerError
+from .errors import ConfigError, LedgerError, database_hint
 from .migrate import require_schema
 from .status import status
 
@@ -126,7 +126,7 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
                               tables=lambda: [rule.source for rule in config.select(names)], on_retry=on_retry)
     except psycopg.Error as exc:
         raise LedgerError(f"install failed, nothing was changed: {exc.diag.message_primary or exc}",
-                          hint=exc.diag.message_hint) from None
+                          hint=database_hint(exc) or exc.diag.message_hint) from None
 
 
 def uninstall(conn: psycopg.Connection, names=None, *, wait: locks.LockWait = locks.LockWait(),

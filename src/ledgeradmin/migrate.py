@@ -8,7 +8,7 @@ from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 
 from .connection import connect, redact, resolve_dsn
-from .errors import LedgerError
+from .errors import LedgerError, database_hint
 from .resources import db_dir
 
 SCHEMA = "ledger"
@@ -51,7 +51,7 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False) -> list[str]:
         finally:
             backend.connection.close()
     except psycopg.Error as exc:
-        raise LedgerError(f"migration failed: {redact(str(exc).strip(), conninfo)}") from None
+        raise LedgerError(f"migration failed: {redact(str(exc).strip(), conninfo)}", hint=database_hint(exc)) from None
 
 
 def applied(conn: psycopg.Connection) -> list[str]:

@@ -146,7 +146,8 @@ def verify(
                        for rule in rules]
             ledger = _timed(_verify_ledger, conn, since, detailed, max_keys)
     finally:
-        conn.isolation_level, conn.read_only = saved
+        if not conn.closed:  # a connection the server ended: keep its error, not "the connection is lost"
+            conn.isolation_level, conn.read_only = saved
     return VerifyResult(reports, ledger, since, time.monotonic() - started)
 
 
