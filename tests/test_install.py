@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHOP_TOML = REPO / "examples" / "shop" / "ledger.toml"
 SHOP_RULES = {"sale", "requisition", "payment", "manufacturing"}
 SHOP_TABLES = {"sales", "purchase_requisitions", "payment_vouchers", "manufacturing_orders"}
-MIGRATIONS = ["0001.ledger-schema", "0002.ledger-reader-role", "0003.posting-fingerprint-bigint"]
+MIGRATIONS = ["0001.ledger-schema", "0002.ledger-reader-role", "0003.posting-fingerprint-bigint",
+              "0004.posting-replica-identity"]
 PSQL = "/usr/bin/psql"
 UTC = timezone.utc
 

@@ -20,7 +20,14 @@ def resolve_dsn(dsn: str | None = None) -> str:
 
 
 def connect(dsn: str | None = None, **kwargs) -> psycopg.Connection:
-    """An autocommit connection; callers open transactions with ``conn.transaction()``."""
+    """An autocommit connection; callers open transactions with ``conn.transaction()``.
+
+    No statement is prepared on the server (psycopg would after five runs of one query):
+    behind a pooler in transaction mode (PgBouncer before 1.21, or with
+    max_prepared_statements = 0) the next transaction may run on another server
+    connection, which lacks the statement or has one of the same name. Every setting
+    ledgeradmin makes is transaction-local, so nothing else depends on the session."""
+    kwargs.setdefault("prepare_threshold", None)
     conninfo = resolve_dsn(dsn)
     try:
         params = conninfo_to_dict(conninfo)
