@@ -1,0 +1,76 @@
+"""Writers at REPEATABLE READ and SERIALIZABLE: concurrent edits of the same few sales fail
+with serialization failures (SQLSTATE 40001) that the application retries, as PostgreSQL
+requires at those levels; what commits is posted exactly once, and the ledger stays in
+sync and balanced."""
+
+from __future__ import annotations
+
+import random
+import threading
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from ledgeradmin.verify import verify
+
+SALES = 12
+WRITERS = 4
+TRANSACTIONS = 120
+
+
+def writer(dsn: str, isolation: str, seed: int, tally: dict, lock: threading.Lock) -> None:
+    rng = random.Random(seed)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET default_transaction_isolation = '{isolation}'")
+        for _ in range(TRANSACTIONS):
+            ids = rng.sample(range(1, SALES + 1), rng.choice((1, 1, 2)))
+            cents = Decimal(rng.randint(1, 999)) / 100
+            status = rng.choice(("completed", "completed", "completed", "cancelled"))
+            while True:
+                try:
+                    with conn.transaction():
+                        for i in ids:  # an amount edit: reverse and repost; or out of / into `when`
+                            conn.execute("UPDATE public.sales SET total = total + %s, status = %s WHERE id = %s",
+                                         (cents, status, i))
+                    with lock:
+                        tally["commits"] += 1
+                    break
+                except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+                    with lock:
+                        tally["retries"] += 1
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+def test_writers_retrying_serialization_failures_leave_the_ledger_in_sync(shop, dsn, shop_config, isolation):
+    shop.execute("INSERT INTO public.sales (customer, total, tax) SELECT 'c' || i, 100, 10 FROM generate_series(1, %s) AS i",
+                 (SALES,))
+    tally = {"commits": 0, "retries": 0}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def run(seed: int) -> None:
+        try:
+            writer(dsn, isolation, seed, tally, lock)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert tally["commits"] == WRITERS * TRANSACTIONS
+    assert tally["retries"] > 0, "no transaction conflicted: the test did not test anything"
+    result = verify(shop, shop_config)
+    assert result.ok, result.as_dict()
+    # one live entry per completed sale, for its final amount
+    live = dict(shop.execute(
+        """SELECT e.source_key::bigint, sum(l.debit)
+           FROM ledger.entry AS e JOIN ledger.line AS l ON l.entry_id = e.id
+           WHERE e.rule = 'sale' AND e.reverses IS NULL
+             AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
+           GROUP BY e.id""").fetchall())
+    expected = dict(shop.execute("SELECT id, total FROM public.sales WHERE status = 'completed'").fetchall())
+    assert live == expected
