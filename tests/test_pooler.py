@@ -108,6 +108,10 @@ def test_every_command_works_through_a_transaction_pooler(pooler, pg_server):
         for args in (["migrate"], ["install", *config], ["install", *config]):  # the second: all unchanged
             result = ledgeradmin(*args, "--dsn", dsn)
             assert result.returncode == 0, (args, result.stderr)
+            # no session state left on the server connections, which other clients get next
+            with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as pooled:
+                paths = {pooled.execute("SHOW search_path").fetchone()[0] for _ in range(6)}
+            assert paths == {'"$user", public'}, args
         with psycopg.connect(direct, autocommit=True) as db:
             with db.transaction():  # 3,000 sales the triggers never saw
                 db.execute("SET LOCAL session_replication_role = replica")

@@ -20,7 +20,7 @@ import psycopg
 from . import catalog, compiler
 from .compiler import fill, literal, template
 from .config import Config, Rule
-from .errors import LedgerError, database_hint
+from .errors import ConfigError, LedgerError, database_hint
 from .migrate import require_schema
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -158,6 +158,7 @@ def backfill(
     """
     require_schema(conn)
     started = time.monotonic()
+    _require_every_row(conn, config, names)
     if dry_run:
         return _dry_run(conn, config, names, limit, detailed, max_keys, started)
     _require_installed(conn, config, names)
@@ -196,6 +197,17 @@ def _require_installed(conn, config: Config, names) -> None:
         )
 
 
+def _require_every_row(conn, config: Config, names) -> None:
+    """Refuse before any change when row-level security would show backfill only some rows
+    of a table: it would reverse the postings of the others as orphaned."""
+    for rule in config.select(names):
+        try:
+            target = catalog.resolve(conn, rule)
+        except ConfigError:
+            continue  # a missing table: reported as the rule's state
+        catalog.require_every_row(conn, rule, target)
+
+
 def _estimate_rows(conn, target: catalog.Target) -> int:
     row = conn.execute(
         """
@@ -226,7 +238,7 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
     def one_batch() -> tuple[int, tuple | None]:
         """Lock and reconcile the next batch: (rows locked, last key locked)."""
         with conn.transaction():
-            catalog.pin_settings(conn)
+            catalog.pin_settings(conn, every_row=True)
             try:
                 with conn.transaction():
                     query = batch.locked_statement(batch_size, last is not None, budget[0])
@@ -290,7 +302,7 @@ def _reverse_gone(conn, batch: _Batch, lo, hi, batch_size: int, summary, budget)
     while budget[0] != 0:
         def chunk() -> list[tuple]:
             with conn.transaction():
-                catalog.pin_settings(conn)
+                catalog.pin_settings(conn, every_row=True)
                 gone = conn.execute(query(cursor is not None), {"lo": cursor, "hi": hi}).fetchall()
                 _reconcile(conn, batch, [], gone, summary, budget)
             return gone
@@ -336,7 +348,7 @@ def _resolve_stale_failures(conn, batch: _Batch, summary, budget) -> None:
         key_num="f.source_key::bigint" if batch.target.integer_key else "NULL::bigint",
     )
     with conn.transaction():
-        catalog.pin_settings(conn)
+        catalog.pin_settings(conn, every_row=True)
         stale = conn.execute(query).fetchall()
         if stale:
             _reconcile(conn, batch, [], stale, summary, budget)

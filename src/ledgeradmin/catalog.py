@@ -59,16 +59,38 @@ class Target:
         return ".".join(parts)
 
 
-_PIN_QUERY = "SELECT " + ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(PINNED_SETTINGS))
-
-
 def _plain(name: str) -> bool:
     return name.isidentifier() and name.isascii() and name == name.lower()
 
 
-def pin_settings(conn: psycopg.Connection) -> None:
-    """SET LOCAL the pinned settings in the current transaction (one round trip)."""
-    conn.execute(_PIN_QUERY, [v for item in PINNED_SETTINGS.items() for v in item])
+def pin_settings(conn: psycopg.Connection, *, every_row: bool = False) -> None:
+    """SET LOCAL the pinned settings in the current transaction (one round trip); with
+    ``every_row`` also what see_every_row() sets."""
+    settings = {**PINNED_SETTINGS, **({"row_security": "off"} if every_row else {})}
+    query = "SELECT " + ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(settings))
+    conn.execute(query, [v for item in settings.items() for v in item])
+
+
+def see_every_row(conn: psycopg.Connection) -> None:
+    """In the current transaction, make a query that row-level security would filter fail
+    instead (`row_security = off`): verify and backfill compare whole tables, and a table
+    seen in part would make the postings of the rows not seen look orphaned."""
+    conn.execute("SELECT pg_catalog.set_config('row_security', 'off', true)")
+
+
+def require_every_row(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
+    """Refuse, naming the rule, when row-level security shows the current role only some
+    rows of the rule's table."""
+    active, role = conn.execute("SELECT pg_catalog.row_security_active(%s), current_user",
+                                (target.oid,)).fetchone()
+    if active:
+        raise ConfigError(
+            f'rule "{rule.name}": row-level security on {target.label} applies to role {role}, which would see '
+            "only the rows its policies allow: the postings of the others would count as orphaned (and backfill "
+            "would reverse them)",
+            hint="run verify and backfill as a role that sees every row: a superuser, a role with BYPASSRLS, "
+                 "or the table's owner when its row-level security is not forced",
+        )
 
 
 def resolve(conn: psycopg.Connection, rule: Rule) -> Target:

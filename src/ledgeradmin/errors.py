@@ -32,6 +32,10 @@ def database_hint(exc: Exception) -> str | None:
         return ("this server takes no writes: it is a hot standby, or default_transaction_read_only is on for the "
                 "role or database. Run migrate, install, uninstall and backfill against the primary; verify, "
                 "status and report run on a standby")
+    if sqlstate == "42501" and "row-level security" in message:
+        return ("verify and backfill must see every row: run them as a role that row-level security does not "
+                "filter (a superuser, a role with BYPASSRLS, or the table's owner when its row-level security "
+                "is not forced)")
     if sqlstate == "40001" and "conflict with recovery" in message:
         why = (diag.message_detail or "").rstrip(".")
         return (f"WAL replay on this hot standby cancelled the query{f' ({why})' if why else ''}. For verify on a "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 from yoyo import read_migrations
-from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
+from yoyo.backends.core.postgresql import PostgresqlBackend, PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 
 from .connection import connect, redact, resolve_dsn
@@ -16,15 +16,30 @@ SCHEMA = "ledger"
 
 class _Backend(PostgresqlPsycopgBackend):
     """yoyo's psycopg 3 backend, connecting with a libpq conninfo instead of a URL and
-    keeping its bookkeeping tables in the ledger schema."""
+    keeping its bookkeeping tables in the ledger schema.
+
+    Those tables are named with their schema rather than found through a session-level
+    `SET search_path`: behind a pooler in transaction mode the next transaction may run on
+    another server connection, and the setting would stay behind on this one for other
+    clients. The migrations name every object with its schema."""
 
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
         super().__init__(parse_uri("postgresql+psycopg:///ledger"), "_yoyo_migration")
 
     def connect(self, dburi):  # noqa: ARG002 - the URL is a placeholder
-        self.schema = SCHEMA
         return connect(self._conninfo)
+
+    def init_connection(self, connection) -> None:
+        pass  # no session state (see the class)
+
+    def quote_identifier(self, s: str) -> str:
+        quoted = super().quote_identifier(s)
+        bookkeeping = (self.migration_table, self.log_table, self.lock_table, self.version_table)
+        return f"{super().quote_identifier(SCHEMA)}.{quoted}" if s in bookkeeping else quoted
+
+    def list_tables(self, **kwargs):
+        return super(PostgresqlBackend, self).list_tables(schema=SCHEMA, **kwargs)  # not current_schema
 
     def copy(self):
         return self.__class__(self._conninfo)

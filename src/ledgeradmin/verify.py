@@ -142,6 +142,7 @@ def verify(
         with conn.transaction(force_rollback=True):
             catalog.pin_settings(conn)
             states = {s.rule: s for s in status(conn, config, names)}
+            catalog.see_every_row(conn)
             reports = [_timed(_verify_rule_safely, conn, rule, states[rule.name].state, since, detailed, max_keys)
                        for rule in rules]
             ledger = _timed(_verify_ledger, conn, since, detailed, max_keys)
@@ -203,6 +204,11 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
         target = catalog.resolve(conn, rule)
     except ConfigError as exc:
         report.error = exc.message
+        return report
+    try:
+        catalog.require_every_row(conn, rule, target)
+    except ConfigError as exc:
+        report.error = f"{exc.message}; {exc.hint}"
         return report
     if not rule.date:
         since = None  # no date to select recent rows by: such a rule is always checked whole

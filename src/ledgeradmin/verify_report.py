@@ -65,4 +65,7 @@ def _overall_line(result: VerifyResult) -> str:
         tail += "; `ledgeradmin backfill` repairs them"
     if triggers:
         tail += f"; trigger not ok for {', '.join(triggers)}: `ledgeradmin status`"
+    unchecked = [r.rule for r in result.rules if r.error]
+    if unchecked:
+        tail += f"; not checked: {', '.join(unchecked)} (the reason is above)"
     return f"{head} — {tail}"
