@@ -548,6 +548,9 @@ def test_odd_values_post_exactly_or_fail_clearly(conn, case, on_error):
         except psycopg.Error as exc:
             pytest.fail(f"verify fails on a row whose posting was deferred: {exc.sqlstate} {exc.diag.message_primary}")
         assert not report.ok and report.rules[0].failed == 1, report.as_dict()
+        # a dry run says what verify could not evaluate, instead of "nothing to repair"
+        dry = backfill(conn, config, dry_run=True)
+        assert dry.rules[0].error == report.rules[0].error and dry.ok == (report.rules[0].error is None)
         result = backfill(conn, config)
         assert result.rules[0].failed == 1 and result.rules[0].failed_keys == ["1"], result.as_dict()
     assert conn.execute("SELECT count(*) FROM ledger.entry").fetchone()[0] == 0

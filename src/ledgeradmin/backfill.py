@@ -37,6 +37,7 @@ class RuleSummary:
     failed: int = 0  # rows that still fail (recorded in ledger.failure)
     failed_keys: list[str] = field(default_factory=list)
     keys: dict[str, list[str]] = field(default_factory=dict)  # dry run with detailed
+    error: str | None = None  # dry run: why the rule could not be checked (its counts are unknown)
 
     @property
     def repaired(self) -> int:
@@ -44,8 +45,9 @@ class RuleSummary:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        if not d["keys"]:
-            d.pop("keys")
+        for name in ("keys", "error"):
+            if not d[name]:
+                d.pop(name)
         return d
 
 
@@ -58,8 +60,10 @@ class BackfillResult:
 
     @property
     def ok(self) -> bool:
-        """No row still fails (a dry run repairs nothing and is always ok)."""
-        return self.dry_run or all(r.failed == 0 for r in self.rules)
+        """No row still fails; a dry run, which repairs nothing, is ok when it could check every rule."""
+        if self.dry_run:
+            return all(r.error is None for r in self.rules)
+        return all(r.failed == 0 for r in self.rules)
 
     def as_dict(self) -> dict:
         return {
@@ -407,7 +411,7 @@ def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, 
     summaries = []
     remaining = limit
     for r in result.rules:
-        s = RuleSummary(r.rule, r.source, scanned=r.eligible or 0, failed=r.failed or 0)
+        s = RuleSummary(r.rule, r.source, scanned=r.eligible or 0, failed=r.failed or 0, error=r.error)
         for attr, count in (("posted", r.missing), ("reversed", r.orphaned), ("reposted", r.drifted)):
             n = count or 0
             if remaining is not None:

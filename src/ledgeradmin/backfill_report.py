@@ -54,6 +54,8 @@ def render_text(result: BackfillResult) -> str:
         lines.append("dry run: nothing was changed; these rows would be repaired")
     lines.append(table(rows, COLUMNS, right=COLUMNS[2:]))
     for r in result.rules:
+        if r.error:
+            lines.append(f"  {r.rule}: not checked, what it would repair is unknown: {r.error}")
         for category, keys in r.keys.items():
             lines.append(f"  {r.rule} {category}: {', '.join(keys)}")
         if r.failed_keys:

@@ -322,7 +322,8 @@ def backfill(dsn, config_path, rules, limit, batch_size, dry_run, detailed, max_
     Safe beside live traffic and beside another backfill: each batch locks its rows
     (skipping rows a writer holds), commits on its own, and a killed run resumes by
     running it again. History keeps the dates of the rules' `date` expressions.
-    Exits 0 when everything tried is repaired, 1 when rows still fail, 2 could not run.
+    Exits 0 when everything tried is repaired, 1 when rows still fail (with --dry-run:
+    when a rule could not be checked), 2 could not run.
 
     \b
     Example:
