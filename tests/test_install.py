@@ -706,3 +706,26 @@ def test_migration_0003_recomputes_fingerprints_from_the_journal(conn, tmp_path)
     assert result.ok, result.as_dict()
     assert [(r.rule, r.eligible, r.posted, r.drifted) for r in result.rules] == [("sale", 20, 20, 0),
                                                                                ("undated", 20, 20, 0)]
+
+
+def test_a_renamed_source_table_is_found_by_status_and_posts_again_after_install(dsn, conn, tmp_path):
+    """The posting function names its table: after `ALTER TABLE … RENAME`, writes from new
+    sessions fail (nothing posts wrongly, nothing is lost) until the config names the table
+    and install runs; status says where the rule's triggers went."""
+    config = write_config(tmp_path, sale_rule())
+    install(conn, config)
+    insert_sale(conn, 1, 110, 10)
+    conn.execute("ALTER TABLE public.sales RENAME TO orders")
+    [state] = status(conn, config)
+    assert state.state == "NO SOURCE"
+    assert "its triggers are on public.orders (renamed or moved?)" in state.detail, state.detail
+    with psycopg.connect(dsn, autocommit=True) as writer:  # a new session compiles the function anew
+        with pytest.raises(psycopg.errors.UndefinedTable, match='relation "public.sales" does not exist'):
+            writer.execute("INSERT INTO public.orders (id, customer, total, tax) VALUES (2, 'bo', 50, 0)")
+    moved = write_config(tmp_path, sale_rule().replace('"public.sales"', '"public.orders"'), name="moved.toml")
+    result = install(conn, moved)
+    assert result.updated == ["sale"], result
+    with psycopg.connect(dsn, autocommit=True) as writer:
+        writer.execute("INSERT INTO public.orders (id, customer, total, tax) VALUES (2, 'bo', 50, 0)")
+    assert verify(conn, moved).ok
+    assert rule_states(conn, moved) == {"sale": "ok"}

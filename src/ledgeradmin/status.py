@@ -66,7 +66,7 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
         target = catalog.resolve(conn, rule)
     except ConfigError as exc:
         return RuleStatus(**base, installed=False, enabled=False, up_to_date=False, state="NO SOURCE",
-                          detail=exc.message)
+                          detail=exc.message + _moved(conn, rule.name))
     compiled = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target))
     prefix = compiler.trigger_prefix(rule.name)
     triggers = dict(
@@ -93,3 +93,22 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
     else:
         state, detail = OK, ""
     return RuleStatus(**base, installed=installed, enabled=enabled, up_to_date=up_to_date, state=state, detail=detail)
+
+
+def _moved(conn: psycopg.Connection, rule: str) -> str:
+    """Where the rule's triggers are when its table is not where the config says: the table
+    was renamed or moved to another schema. Its posting function names the old table, so
+    writes to it fail until the config follows and the rule is installed again."""
+    row = conn.execute(
+        """SELECT pg_catalog.format('%%I.%%I', n.nspname, c.relname)
+           FROM pg_catalog.pg_trigger AS t
+           JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid
+           JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+           WHERE t.tgname = %s AND t.tgparentid = 0
+           ORDER BY 1 LIMIT 1""",
+        (f"{compiler.trigger_prefix(rule)}_insert",),
+    ).fetchone()
+    if row is None:
+        return ""
+    return (f"; its triggers are on {row[0]} (renamed or moved?), where writes fail until `source` names it "
+            "and `ledgeradmin install` runs")
