@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from ledgeradmin.backfill import backfill
 from ledgeradmin.cli import main
 from ledgeradmin.config import load_config
 from ledgeradmin.errors import ConfigError, LedgerError
@@ -253,6 +254,23 @@ def test_migrate_is_idempotent_and_creates_the_read_contract(dsn, conn):
     assert primary_keys["ledger.entry"] == ["id"]
     # entry.reverses -> entry.id holds by foreign key or by construction (DESIGN.md); the
     # journal tests check it with assert_reversals_consistent.
+
+
+def test_a_schema_migrated_by_a_later_version_is_refused_by_every_command(dsn, conn, shop_config):
+    """An older ledgeradmin (a forgotten cron host) must not reinstall its posting functions
+    over a newer ledger schema, nor verify with queries that no longer match it."""
+    install(conn, shop_config)
+    conn.execute("""INSERT INTO ledger._yoyo_migration (migration_hash, migration_id, applied_at_utc)
+                    VALUES ('later', '0099.from-a-later-version', now() AT TIME ZONE 'UTC')""")
+    functions = ledger_functions(conn)
+    expected = "the ledger schema is newer than this ledgeradmin "
+    for run in (lambda: migrate(dsn), lambda: install(conn, shop_config), lambda: status(conn, shop_config),
+                lambda: verify(conn, shop_config), lambda: backfill(conn, shop_config)):
+        with pytest.raises(LedgerError, match=expected) as err:
+            run()
+        assert "0099.from-a-later-version were applied by a later version" in err.value.message
+        assert "upgrade ledgeradmin" in err.value.hint
+    assert ledger_functions(conn) == functions
 
 
 def test_migrate_on_the_template_database_applies_nothing(dsn, conn):

@@ -7,6 +7,7 @@ from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlBackend, PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 
+from . import __version__
 from .connection import connect, redact, resolve_dsn
 from .errors import LedgerError, database_hint
 from .resources import db_dir
@@ -53,6 +54,7 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False) -> list[str]:
     """Apply the pending migrations under yoyo's lock; idempotent. Returns their ids."""
     conninfo = resolve_dsn(dsn)
     with connect(conninfo) as conn:
+        refuse_newer_schema(conn)
         conn.execute("CREATE SCHEMA IF NOT EXISTS ledger")
     try:
         backend = _Backend(conninfo)
@@ -76,9 +78,27 @@ def applied(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT migration_id FROM ledger._yoyo_migration ORDER BY applied_at_utc")]
 
 
+def refuse_newer_schema(conn: psycopg.Connection) -> None:
+    """Fail when the database has migrations this ledgeradmin does not know: a newer
+    version set up the ledger there, and this one's SQL (its posting functions, its
+    queries) would not match it."""
+    _refuse_unknown(set(applied(conn)) - {m.id for m in migrations()})
+
+
+def _refuse_unknown(unknown: set[str]) -> None:
+    if unknown:
+        raise LedgerError(
+            f"the ledger schema is newer than this ledgeradmin {__version__}: migration(s)"
+            f" {', '.join(sorted(unknown))} were applied by a later version; nothing was changed",
+            hint="upgrade ledgeradmin to the version that migrated this database (every machine that runs it)",
+        )
+
+
 def require_schema(conn: psycopg.Connection) -> None:
-    """Fail with a hint when the ledger schema is missing or behind the migrations."""
-    pending = {m.id for m in migrations()} - set(applied(conn))
+    """Fail with a hint when the ledger schema is missing, behind the migrations, or ahead of them."""
+    done, known = set(applied(conn)), {m.id for m in migrations()}
+    _refuse_unknown(done - known)
+    pending = known - done
     if pending:
         raise LedgerError(
             f"the ledger schema is not up to date ({len(pending)} migration(s) pending)",
