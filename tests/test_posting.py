@@ -233,6 +233,37 @@ def test_every_entry_balances_per_currency_with_one_side_per_line(shop):
     assert_sales_ledger_matches(shop)
 
 
+def test_merge_posts_its_inserts_updates_and_deletes(shop):
+    """One MERGE that inserts, updates (amount edit, cancellation) and deletes: each action
+    fires its statement trigger with its rows, as a plain INSERT, UPDATE or DELETE would."""
+    for i in range(1, 5):
+        add_sale(shop, i, f"{10 * i}.00", "1.00")
+    shop.execute(
+        """MERGE INTO public.sales AS s
+           USING (VALUES (1, 'edit', 15.00), (2, 'cancel', 0), (3, 'delete', 0), (9, 'new', 90.00))
+                 AS v (id, action, total) ON s.id = v.id
+           WHEN MATCHED AND v.action = 'delete' THEN DELETE
+           WHEN MATCHED AND v.action = 'cancel' THEN UPDATE SET status = 'cancelled'
+           WHEN MATCHED THEN UPDATE SET total = v.total
+           WHEN NOT MATCHED THEN INSERT (id, customer, total, tax) VALUES (v.id, 'merged', v.total, 9.00)""")
+    assert [len(entries_of(shop, "sale", str(i))) for i in (1, 2, 3, 4, 9)] == [3, 2, 2, 1, 1]
+    assert_ledger_invariants(shop)
+    assert_sales_ledger_matches(shop)
+
+
+def test_upsert_posts_the_inserted_rows_and_reposts_the_updated_ones(shop):
+    """INSERT … ON CONFLICT DO UPDATE (an ORM's upsert): the new rows post, the conflicting
+    ones are amount edits; DO NOTHING posts nothing for the rows it skips."""
+    add_sale(shop, 1, "10.00", "1.00")
+    shop.execute("""INSERT INTO public.sales (id, customer, total, tax) VALUES (1, 'a', 12.00, 1.00), (2, 'b', 20.00, 2.00)
+                    ON CONFLICT (id) DO UPDATE SET total = excluded.total""")
+    shop.execute("""INSERT INTO public.sales (id, customer, total, tax) VALUES (2, 'b', 99.00, 9.00)
+                    ON CONFLICT (id) DO NOTHING""")
+    assert [len(entries_of(shop, "sale", k)) for k in ("1", "2")] == [3, 1]
+    assert_ledger_invariants(shop)
+    assert_sales_ledger_matches(shop)
+
+
 def test_zero_tax_line_is_dropped(shop):
     add_sale(shop, 1, "50.00", "0")
     (entry_id,) = live_entry_ids(shop, "sale", "1")
