@@ -131,9 +131,11 @@ def test_commands_that_write_fail_on_a_standby_with_a_hint(primary, standby, com
 def test_verify_cancelled_by_wal_replay_names_the_conflict(primary, standby):
     """Replay takes the locks of the primary's DDL; a standby query holding a lock they need
     is cancelled at once with max_standby_streaming_delay = 0. Here verify holds its lock on
-    ledger.rule (read by its status step) and waits, inside a rule's savepoint, for
-    public.sales, which the primary keeps locked: replaying a lock of ledger.rule then ends
-    verify's session. verify must say why, not "the connection is lost"."""
+    ledger.rule (read first, by its status step) and waits, inside the savepoint of a probe
+    of the sale rule's expressions, for public.sales, which the primary keeps locked:
+    replaying a lock of ledger.rule then ends verify's session (a conflict inside a
+    savepoint ends the session, not just the statement). verify must say why, not "the
+    connection is lost", and the probe must not take it for a config error."""
     with psycopg.connect(standby.conninfo(), autocommit=True) as s:
         s.execute("ALTER SYSTEM SET max_standby_streaming_delay = 0")
         s.execute("SELECT pg_reload_conf()")

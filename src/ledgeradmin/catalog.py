@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from .config import Rule
-from .errors import ConfigError
+from .errors import EVERY_ROW_HINT, ConfigError
 
 # Session settings under which desired postings are computed, everywhere: the posting
 # functions pin the same ones, so keys, dates and fingerprints never depend on a client's
@@ -64,18 +64,13 @@ def _plain(name: str) -> bool:
 
 
 def pin_settings(conn: psycopg.Connection, *, every_row: bool = False) -> None:
-    """SET LOCAL the pinned settings in the current transaction (one round trip); with
-    ``every_row`` also what see_every_row() sets."""
+    """SET LOCAL the pinned settings in the current transaction (one round trip). With
+    ``every_row`` also `row_security = off`, for verify and backfill, which compare whole
+    tables: a query that row-level security would filter then fails instead, since a
+    table seen in part would make the postings of the rows not seen look orphaned."""
     settings = {**PINNED_SETTINGS, **({"row_security": "off"} if every_row else {})}
     query = "SELECT " + ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(settings))
     conn.execute(query, [v for item in settings.items() for v in item])
-
-
-def see_every_row(conn: psycopg.Connection) -> None:
-    """In the current transaction, make a query that row-level security would filter fail
-    instead (`row_security = off`): verify and backfill compare whole tables, and a table
-    seen in part would make the postings of the rows not seen look orphaned."""
-    conn.execute("SELECT pg_catalog.set_config('row_security', 'off', true)")
 
 
 def require_every_row(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
@@ -88,8 +83,7 @@ def require_every_row(conn: psycopg.Connection, rule: Rule, target: Target) -> N
             f'rule "{rule.name}": row-level security on {target.label} applies to role {role}, which would see '
             "only the rows its policies allow: the postings of the others would count as orphaned (and backfill "
             "would reverse them)",
-            hint="run verify and backfill as a role that sees every row: a superuser, a role with BYPASSRLS, "
-                 "or the table's owner when its row-level security is not forced",
+            hint=EVERY_ROW_HINT,
         )
 
 

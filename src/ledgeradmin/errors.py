@@ -19,6 +19,11 @@ class ConfigError(LedgerError):
     """ledger.toml is unreadable or invalid; the message names the rule and field."""
 
 
+#: What to do when row-level security would show verify or backfill only part of a table.
+EVERY_ROW_HINT = ("run verify and backfill as a role that sees every row: a superuser, a role with BYPASSRLS, "
+                  "or the table's owner when its row-level security is not forced")
+
+
 def database_hint(exc: Exception) -> str | None:
     """What to do about a database error PostgreSQL gives no useful hint for."""
     diag = getattr(exc, "diag", None)
@@ -33,9 +38,7 @@ def database_hint(exc: Exception) -> str | None:
                 "role or database. Run migrate, install, uninstall and backfill against the primary; verify, "
                 "status and report run on a standby")
     if sqlstate == "42501" and "row-level security" in message:
-        return ("verify and backfill must see every row: run them as a role that row-level security does not "
-                "filter (a superuser, a role with BYPASSRLS, or the table's owner when its row-level security "
-                "is not forced)")
+        return EVERY_ROW_HINT
     if sqlstate == "40001" and "conflict with recovery" in message:
         why = (diag.message_detail or "").rstrip(".")
         return (f"WAL replay on this hot standby cancelled the query{f' ({why})' if why else ''}. For verify on a "
