@@ -663,15 +663,21 @@ def test_multi_column_key(conn, tmp_path):
 # -- a non-superuser owner -------------------------------------------------------------
 
 
-def test_non_superuser_owner_can_migrate_and_install(dsn, conn, make_role):
-    owner = make_role("LOGIN", "NOSUPERUSER", "NOCREATEROLE", "NOCREATEDB")
+def hand_shop_to(conn, dsn: str, owner: str) -> str:
+    """Drop the ledger schema, let ``owner`` create schemas in the database and give it the
+    shop tables; return its conninfo (for it to migrate and install)."""
     drop_ledger_schema(conn)
     conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname(dsn)),
                                                                       sql.Identifier(owner)))
     for table in SHOP_TABLES:
         conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier("public", table),
                                                                   sql.Identifier(owner)))
-    owner_dsn = make_conninfo(dsn, user=owner)
+    return make_conninfo(dsn, user=owner)
+
+
+def test_non_superuser_owner_can_migrate_and_install(dsn, conn, make_role):
+    owner = make_role("LOGIN", "NOSUPERUSER", "NOCREATEROLE", "NOCREATEDB")
+    owner_dsn = hand_shop_to(conn, dsn, owner)
 
     assert migrate(owner_dsn) == MIGRATIONS
     assert migrate(owner_dsn) == []

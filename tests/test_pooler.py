@@ -12,9 +12,7 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,18 +21,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ledgeradmin.localpg import _free_tcp_port
+from test_standby import ledgeradmin
+
 REPO = Path(__file__).resolve().parents[1]
-SHOP_TOML = REPO / "examples" / "shop" / "ledger.toml"
 PGBOUNCER = shutil.which("pgbouncer") or next(
     (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None)
 
 pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="pgbouncer is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def pooler(pg_server):
     connections kept open and handed out in turn, so that consecutive transactions of one
     client land on different server connections."""
     directory = Path(tempfile.mkdtemp(prefix="ledgeradmin-pgbouncer-"))  # not under pytest's private tmp
-    port = free_port()
+    port = _free_tcp_port()
     (directory / "users.txt").write_text(f'"{pg_server.user}" ""\n')
     (directory / "pgbouncer.ini").write_text(f"""\
 [databases]
@@ -88,12 +82,6 @@ def through(pooler: int, dsn: str) -> str:
     return make_conninfo(host="127.0.0.1", port=str(pooler), user=params["user"], dbname=params["dbname"])
 
 
-def ledgeradmin(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LEDGERADMIN_"))}
-    return subprocess.run([sys.executable, "-m", "ledgeradmin", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
-
-
 def test_every_command_works_through_a_transaction_pooler(pooler, pg_server):
     name = "ledgeradmin_pooled"
     with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as admin:
@@ -104,14 +92,13 @@ def test_every_command_works_through_a_transaction_pooler(pooler, pg_server):
         dsn = through(pooler, direct)
         with psycopg.connect(direct, autocommit=True) as db:
             db.execute((REPO / "examples" / "shop" / "schema.sql").read_text())
-        config = ["--config", str(SHOP_TOML)]
-        for args in (["migrate"], ["install", *config], ["install", *config]):  # the second: all unchanged
-            result = ledgeradmin(*args, "--dsn", dsn)
-            assert result.returncode == 0, (args, result.stderr)
+        for command in ("migrate", "install", "install"):  # the second install: all unchanged
+            result = ledgeradmin(command, dsn)
+            assert result.returncode == 0, (command, result.stderr)
             # no session state left on the server connections, which other clients get next
             with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as pooled:
                 paths = {pooled.execute("SHOW search_path").fetchone()[0] for _ in range(6)}
-            assert paths == {'"$user", public'}, args
+            assert paths == {'"$user", public'}, command
         with psycopg.connect(direct, autocommit=True) as db:
             with db.transaction():  # 3,000 sales the triggers never saw
                 db.execute("SET LOCAL session_replication_role = replica")
@@ -120,17 +107,17 @@ def test_every_command_works_through_a_transaction_pooler(pooler, pg_server):
 
         # backfill runs one batch query 30 times: psycopg would prepare it after five runs,
         # and the next batch would fail on another server connection
-        result = ledgeradmin("backfill", *config, "--dsn", dsn, "--batch-size", "100", "--json")
+        result = ledgeradmin("backfill", dsn, "--batch-size", "100", "--json")
         assert result.returncode == 0, result.stderr
         sale = {r["rule"]: r for r in json.loads(result.stdout)["rules"]}["sale"]
         assert sale["posted"] == 3000, sale
         for _ in range(3):
-            result = ledgeradmin("verify", *config, "--dsn", dsn)
+            result = ledgeradmin("verify", dsn)
             assert result.returncode == 0, result.stderr
-        for args in (["status", *config], ["report", "trial-balance"], ["sql", *config],
-                     ["uninstall", "--rule", "payment"], ["install", *config]):
-            result = ledgeradmin(*args, "--dsn", dsn)
-            assert result.returncode == 0, (args, result.stderr)
+        for command, *args in (["status"], ["report trial-balance"], ["sql"], ["uninstall", "--rule", "payment"],
+                               ["install"]):
+            result = ledgeradmin(command, dsn, *args)
+            assert result.returncode == 0, (command, result.stderr)
     finally:
         with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from ledgeradmin.backfill import backfill
 from ledgeradmin.config import load_config
@@ -18,7 +17,7 @@ from ledgeradmin.errors import ConfigError
 from ledgeradmin.install import install
 from ledgeradmin.migrate import migrate
 from ledgeradmin.verify import verify
-from test_install import SHOP_TABLES, SHOP_TOML, dbname, drop_ledger_schema, make_role  # noqa: F401 - a fixture
+from test_install import SHOP_TOML, hand_shop_to, make_role  # noqa: F401 - make_role: a fixture
 
 
 @pytest.fixture
@@ -26,14 +25,7 @@ def tenants(dsn, conn, make_role):
     """An owner connection to a shop of two tenants' sales, every rule installed by the owner,
     and the sales table's row-level security forced: the owner sees the sales of the tenant
     named by the setting app.tenant, and none without it."""
-    owner = make_role("LOGIN", "NOSUPERUSER", "NOBYPASSRLS")
-    drop_ledger_schema(conn)
-    conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname(dsn)),
-                                                                      sql.Identifier(owner)))
-    for table in SHOP_TABLES:
-        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier("public", table),
-                                                                  sql.Identifier(owner)))
-    owner_dsn = make_conninfo(dsn, user=owner)
+    owner_dsn = hand_shop_to(conn, dsn, make_role("LOGIN", "NOSUPERUSER", "NOBYPASSRLS"))
     migrate(owner_dsn)
     with psycopg.connect(owner_dsn, autocommit=True) as db:
         install(db, load_config(SHOP_TOML))

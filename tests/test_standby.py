@@ -19,11 +19,12 @@ import pytest
 
 from ledgeradmin.localpg import LocalPostgres
 from ledgeradmin.migrate import migrate
+from test_reliability import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SHOP_SCHEMA = REPO / "examples" / "shop" / "schema.sql"
 SHOP_TOML = REPO / "examples" / "shop" / "ledger.toml"
-CONFIGURED = {"install", "status", "verify", "backfill"}  # the commands that read ledger.toml
+CONFIGURED = {"install", "status", "verify", "backfill", "sql"}  # the commands that read ledger.toml
 
 
 class Standby(LocalPostgres):
@@ -59,12 +60,18 @@ def standby(primary):
         yield server
 
 
-def ledgeradmin(command: str, conninfo: str, *args: str) -> subprocess.CompletedProcess:
-    """`ledgeradmin COMMAND --dsn … [--config shop] ARGS` in a process of its own, as cron runs it."""
+def command_line(command: str, conninfo: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of `ledgeradmin COMMAND --dsn … [--config shop] ARGS`, with no
+    PG* or LEDGERADMIN_* variable to change where it connects."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LEDGERADMIN_"))}
-    return subprocess.run([sys.executable, "-m", "ledgeradmin", *command.split(), "--dsn", conninfo,
-                           *(["--config", str(SHOP_TOML)] if command in CONFIGURED else []), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return [sys.executable, "-m", "ledgeradmin", *command.split(), "--dsn", conninfo,
+            *(["--config", str(SHOP_TOML)] if command in CONFIGURED else []), *args], env
+
+
+def ledgeradmin(command: str, conninfo: str, *args: str) -> subprocess.CompletedProcess:
+    """The command in a process of its own, as cron runs it (command_line)."""
+    argv, env = command_line(command, conninfo, *args)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
 
 
 def replayed(primary: LocalPostgres, standby: LocalPostgres) -> None:
@@ -81,13 +88,6 @@ def replayed(primary: LocalPostgres, standby: LocalPostgres) -> None:
 def untimed(verify_json: str) -> list[dict]:
     """verify --json's rules without their run times."""
     return [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(verify_json)["rules"]]
-
-
-def wait_for(conn, query: str, params=(), seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not conn.execute(query, params).fetchone()[0]:
-        assert time.monotonic() < deadline, query
-        time.sleep(0.02)
 
 
 def test_verify_status_and_reports_run_on_a_standby(primary, standby):
@@ -144,13 +144,11 @@ def test_verify_cancelled_by_wal_replay_names_the_conflict(primary, standby):
     try:
         held.execute("LOCK TABLE public.sales IN ACCESS EXCLUSIVE MODE")
         replayed(primary, standby)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LEDGERADMIN_"))}
-        run = subprocess.Popen([sys.executable, "-m", "ledgeradmin", "verify", "--dsn", standby.conninfo(),
-                                "--config", str(SHOP_TOML)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+        argv, env = command_line("verify", standby.conninfo())
+        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         with psycopg.connect(standby.conninfo(), autocommit=True) as s:
             wait_for(s, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'ledgeradmin'"
-                        " AND wait_event_type = 'Lock')")
+                        " AND wait_event_type = 'Lock')", ())
         with psycopg.connect(primary.conninfo(), autocommit=True) as p:
             p.execute("BEGIN; LOCK TABLE ledger.rule IN ACCESS EXCLUSIVE MODE; COMMIT")
         out, err = run.communicate(timeout=60)
