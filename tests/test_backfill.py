@@ -493,6 +493,84 @@ def test_dry_run_changes_nothing_and_reports_what_would_change(base, dsn):
     assert (real_sale["posted"], real_sale["reposted"], real_sale["reversed"]) == (6, 2, 3)
 
 
+def test_more_reversals_than_allowed_refuse_the_run_before_any_change(base, dsn):
+    """A mass of orphans (a dropped partition, a replaced table, a wrong `when`) is refused
+    whole, with the count, before anything is posted or reversed; the dry run says so; a
+    run allowed that many repairs everything."""
+    gone = add_sales(base, 6)
+    left = add_sales(base, 2)
+    untracked(base, "DELETE FROM public.sales WHERE id = ANY(%s)", (gone,))
+    untracked(base, "UPDATE public.sales SET status = 'cancelled' WHERE id = ANY(%s)", (left,))
+    add_sales(base, 3, tracked=False)  # missing: held back too, the run is refused whole
+    before = snapshot(base)
+    args = ["backfill", "--dsn", dsn, "--config", str(SHOP_CONFIG), "--max-reversals", "7"]
+    refused = cli(*args)
+    assert refused.exit_code == 2
+    assert snapshot(base) == before
+    assert ('Error: backfill refused, nothing was changed: rule "sale" would reverse 8 live entries whose rows are'
+            " gone or no longer post, more than --max-reversals 7") in refused.stderr
+    assert "dropped or detached partition" in refused.stderr and "--max-reversals 8" in refused.stderr
+
+    dry = cli(*args, "--dry-run")
+    assert dry.exit_code == 1 and snapshot(base) == before
+    assert "  sale: a real run refuses this rule: it would reverse 8 live entries" in dry.stdout
+    code, doc = run_backfill(dsn, "--max-reversals", "7", "--dry-run")
+    assert code == 1 and doc["ok"] is False and "more than --max-reversals 7" in summary_of(doc, "sale")["refused"]
+    assert "refused" not in summary_of(doc, "payment")
+
+    code, doc = run_backfill(dsn, "--max-reversals", "8")
+    assert code == 0
+    sale = summary_of(doc, "sale")
+    assert (sale["posted"], sale["reversed"], sale["reposted"]) == (3, 8, 0) and "refused" not in sale
+    assert run_verify(dsn)[0] == 0
+    assert_sales_ledger_is_right(base)
+
+
+def test_a_thousand_reversals_at_most_by_default(base, shop_config):
+    """The library's default is the CLI's: 1,000 reversals pass, 1,001 are refused."""
+    keys = add_sales(base, 1001)
+    untracked(base, "DELETE FROM public.sales WHERE id = ANY(%s)", (keys[1:],))
+    result = backfill(base, shop_config, dry_run=True)
+    assert result.ok and summary_of_result(result, "sale").reversed == 1000
+    untracked(base, "DELETE FROM public.sales WHERE id = %s", (keys[0],))
+    with pytest.raises(LedgerError, match='rule "sale" would reverse 1,001 live entries'):
+        backfill(base, shop_config)
+    assert summary_of_result(backfill(base, shop_config, max_reversals=None), "sale").reversed == 1001
+
+
+def summary_of_result(result, rule: str):
+    (found,) = [r for r in result.rules if r.rule == rule]
+    return found
+
+
+def test_reversals_are_counted_even_when_a_row_cannot_be_evaluated(conn):
+    """A deferred row whose amount raises (division by zero) keeps verify from counting the
+    rule; backfill's guard then counts the live entries of rows that are gone."""
+    conn.execute("CREATE TABLE public.shares (id int PRIMARY KEY, parts numeric NOT NULL)")
+    config = parse_config({
+        "accounts": ACCOUNTS,
+        "rules": {"share": {
+            "source": "public.shares", "on_error": "defer",
+            "lines": [{"account": "1100", "debit": "100 / parts"}, {"account": "4000", "credit": "100 / parts"}],
+        }},
+    })
+    install(conn, config)
+    conn.execute("INSERT INTO public.shares SELECT g, g FROM generate_series(0, 5) AS g")  # 0 is deferred
+    untracked(conn, "DELETE FROM public.shares WHERE id IN (1, 2, 3)")
+    assert verify(conn, config).rules[0].error is not None
+    before = journal(conn)
+    with pytest.raises(LedgerError, match='rule "share" would reverse 3 live entries'):
+        backfill(conn, config, max_reversals=2)
+    assert journal(conn) == before
+    result = backfill(conn, config, max_reversals=3)
+    (summary,) = result.rules
+    assert (summary.reversed, summary.failed, summary.failed_keys) == (3, 1, ["0"])
+
+
+def journal(conn) -> list[tuple]:
+    return conn.execute("SELECT id, source_key, reverses FROM ledger.entry ORDER BY id").fetchall()
+
+
 # --------------------------------------------------------------------------- 3. bad rows
 
 

@@ -24,6 +24,8 @@ from .errors import ConfigError, LedgerError, database_hint
 from .migrate import require_schema
 
 DEFAULT_BATCH_SIZE = 10_000
+#: More live entries than this to reverse in one rule make backfill refuse (--max-reversals)
+DEFAULT_MAX_REVERSALS = 1_000
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RuleSummary:
     failed_keys: list[str] = field(default_factory=list)
     keys: dict[str, list[str]] = field(default_factory=dict)  # dry run with detailed
     error: str | None = None  # dry run: why the rule could not be checked (its counts are unknown)
+    refused: str | None = None  # dry run: why a real run would refuse the rule (--max-reversals)
 
     @property
     def repaired(self) -> int:
@@ -45,7 +48,7 @@ class RuleSummary:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        for name in ("keys", "error"):
+        for name in ("keys", "error", "refused"):
             if not d[name]:
                 d.pop(name)
         return d
@@ -60,9 +63,10 @@ class BackfillResult:
 
     @property
     def ok(self) -> bool:
-        """No row still fails; a dry run, which repairs nothing, is ok when it could check every rule."""
+        """No row still fails; a dry run, which repairs nothing, is ok when it could check
+        every rule and a real run would refuse none."""
         if self.dry_run:
-            return all(r.error is None for r in self.rules)
+            return all(r.error is None and r.refused is None for r in self.rules)
         return all(r.failed == 0 for r in self.rules)
 
     def as_dict(self) -> dict:
@@ -154,18 +158,23 @@ def backfill(
     dry_run: bool = False,
     detailed: bool = False,
     max_keys: int = 20,
+    max_reversals: int | None = DEFAULT_MAX_REVERSALS,
     progress: Progress | None = None,
 ) -> BackfillResult:
     """Repair the selected rules. Commits once per batch (``conn`` must be idle, autocommit).
 
     ``dry_run`` changes nothing: it reports what verify finds, i.e. what would be repaired.
+    ``max_reversals``: refuse, before any change, when a rule has more live entries to
+    reverse (None: no limit).
     """
     require_schema(conn)
     started = time.monotonic()
     _require_every_row(conn, config, names)
     if dry_run:
-        return _dry_run(conn, config, names, limit, detailed, max_keys, started)
+        return _dry_run(conn, config, names, limit, detailed, max_keys, max_reversals, started)
     _require_installed(conn, config, names)
+    if max_reversals is not None:
+        _require_few_reversals(conn, config, names, max_reversals)
     budget = [limit]
     summaries = []
     for rule in config.select(names):
@@ -210,6 +219,51 @@ def _require_every_row(conn, config: Config, names) -> None:
         except ConfigError:
             continue  # a missing table: reported as the rule's state
         catalog.require_every_row(conn, rule, target)
+
+
+def _require_few_reversals(conn, config: Config, names, max_reversals: int) -> None:
+    """Refuse before any change when a rule would reverse more than ``max_reversals`` live
+    entries: so many orphans at once usually mean the rule no longer sees its rows (a
+    dropped partition, a replaced table, a wrong `source` or `when`), and their reversals,
+    dated today, would take that history out of the books."""
+    over = []
+    for rule in config.select(names):
+        count = _orphaned(conn, rule, catalog.resolve(conn, rule))
+        if count > max_reversals:
+            over.append((rule.name, count))
+    if over:
+        raise LedgerError(
+            "backfill refused, nothing was changed: "
+            + "; ".join(f'rule "{name}" {_too_many(count, max_reversals)}' for name, count in over),
+            hint=_REVERSALS_HINT.format(count=max(count for _, count in over)),
+        )
+
+
+def _too_many(count: int, max_reversals: int) -> str:
+    return (f"would reverse {count:,} live entries whose rows are gone or no longer post,"
+            f" more than --max-reversals {max_reversals:,}")
+
+
+_REVERSALS_HINT = ("that many at once usually means the rule no longer sees its rows: a dropped or detached "
+                   "partition, a restored or replaced table, a changed `source` or `when`. "
+                   "`ledgeradmin backfill --dry-run --detailed` lists them; if reversing them (dated today) is "
+                   "right, run again with --max-reversals {count}")
+
+
+def _orphaned(conn, rule: Rule, target: catalog.Target) -> int:
+    """verify's orphaned count of one rule; when a row's expressions cannot be evaluated,
+    the live postings of rows that are gone (which needs no expression)."""
+    from .verify import orphaned
+
+    with conn.transaction():
+        catalog.pin_settings(conn, every_row=True)
+        try:
+            with conn.transaction():
+                return orphaned(conn, rule, target)
+        except psycopg.DataError:
+            gone = fill(template("queries/backfill_gone.sql"), rule=literal(rule.name), source=target.ident,
+                        row_match=_row_match(target, "p.source_key"), range="true", order="1", limit="ALL")
+            return conn.execute(f"SELECT count(*) FROM (\n{gone}\n) AS g").fetchone()[0]
 
 
 def _estimate_rows(conn, target: catalog.Target) -> int:
@@ -404,7 +458,8 @@ def _record_failure(conn, batch: _Batch, row: tuple, exc: psycopg.Error, summary
         summary.failed_keys.append(key)
 
 
-def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, started: float) -> BackfillResult:
+def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, max_reversals: int | None,
+             started: float) -> BackfillResult:
     from .verify import verify
 
     result = verify(conn, config, names, detailed=detailed, max_keys=max_keys)
@@ -412,6 +467,8 @@ def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, 
     remaining = limit
     for r in result.rules:
         s = RuleSummary(r.rule, r.source, scanned=r.eligible or 0, failed=r.failed or 0, error=r.error)
+        if max_reversals is not None and (r.orphaned or 0) > max_reversals:
+            s.refused = _too_many(r.orphaned, max_reversals)
         for attr, count in (("posted", r.missing), ("reversed", r.orphaned), ("reposted", r.drifted)):
             n = count or 0
             if remaining is not None:

@@ -56,6 +56,8 @@ def render_text(result: BackfillResult) -> str:
     for r in result.rules:
         if r.error:
             lines.append(f"  {r.rule}: not checked, what it would repair is unknown: {r.error}")
+        if r.refused:
+            lines.append(f"  {r.rule}: a real run refuses this rule: it {r.refused}")
         for category, keys in r.keys.items():
             lines.append(f"  {r.rule} {category}: {', '.join(keys)}")
         if r.failed_keys:

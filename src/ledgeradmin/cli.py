@@ -310,20 +310,27 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Repair at most N rows in this run.")
 @click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(min=1), metavar="N",
               help="Source rows per batch (one transaction each).")
+@click.option("--max-reversals", default=1_000, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="Refuse, before any change, a rule with more live entries to reverse (rows gone or no "
+                   "longer posting).")
 @click.option("--dry-run", is_flag=True, help="Report what would be repaired; change nothing.")
 @click.option("--detailed", is_flag=True, help="With --dry-run: list the keys that would change.")
 @click.option("--max-keys", default=20, show_default=True, type=click.IntRange(min=1),
               help="Keys listed per count with --detailed.")
 @json_option
 @handle_errors
-def backfill(dsn, config_path, rules, limit, batch_size, dry_run, detailed, max_keys, as_json) -> None:
+def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, dry_run, detailed, max_keys,
+             as_json) -> None:
     """Post missing entries, reverse orphans, repost drift, retry deferred failures.
 
     Safe beside live traffic and beside another backfill: each batch locks its rows
     (skipping rows a writer holds), commits on its own, and a killed run resumes by
     running it again. History keeps the dates of the rules' `date` expressions.
+    A rule with more entries to reverse than --max-reversals is refused before
+    anything changes: so many usually mean the rule lost sight of its rows (a dropped
+    partition, a replaced table).
     Exits 0 when everything tried is repaired, 1 when rows still fail (with --dry-run:
-    when a rule could not be checked), 2 could not run.
+    when a rule could not be checked or would be refused), 2 could not run.
 
     \b
     Example:
@@ -337,7 +344,7 @@ def backfill(dsn, config_path, rules, limit, batch_size, dry_run, detailed, max_
     reporter = None if dry_run or as_json and not sys.stderr.isatty() else ProgressReporter()
     with connect(dsn) as conn:
         result = run(conn, config, rules, limit=limit, batch_size=batch_size, dry_run=dry_run, detailed=detailed,
-                     max_keys=max_keys, progress=reporter)
+                     max_keys=max_keys, max_reversals=max_reversals, progress=reporter)
     if reporter:
         reporter.close()
     finish(result, as_json, render_text)

@@ -212,11 +212,7 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
         return report
     if not rule.date:
         since = None  # no date to select recent rows by: such a rule is always checked whole
-    parts = dict(
-        desired=compiler.desired_sql(rule, target, _source(rule, target, since), fenced=False),
-        postings=_postings(rule, since),
-        join_on="p.key_num = d.key_num" if target.integer_key else "p.source_key = d.source_key",
-    )
+    parts = _parts(rule, target, since)
     row = conn.execute(fill(template("queries/verify_rule.sql"), **parts)).fetchone()
     report.eligible, report.posted, report.missing, report.drifted = row
     live = conn.execute(fill(template("queries/verify_postings_count.sql"), postings=parts["postings"])).fetchone()[0]
@@ -238,6 +234,21 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
                 )
             ]
     return report
+
+
+def _parts(rule: Rule, target: catalog.Target, since: dt.date | None) -> dict[str, str]:
+    """The pieces of the rule queries: desired postings, live postings, how the two join."""
+    return dict(
+        desired=compiler.desired_sql(rule, target, _source(rule, target, since), fenced=False),
+        postings=_postings(rule, since),
+        join_on="p.key_num = d.key_num" if target.integer_key else "p.source_key = d.source_key",
+    )
+
+
+def orphaned(conn, rule: Rule, target: catalog.Target) -> int:
+    """The rule's live postings without a desired posting (verify's orphaned: what backfill
+    reverses), counted in the current transaction. Raises what evaluating the rule raises."""
+    return conn.execute(fill(template("queries/verify_orphaned.sql"), **_parts(rule, target, None))).fetchone()[0]
 
 
 def _verify_ledger(conn, since: dt.date | None, detailed: bool, max_keys: int) -> LedgerReport:
