@@ -17,6 +17,7 @@ import pytest
 from ledgeradmin.backfill import backfill
 from ledgeradmin.config import parse_config
 from ledgeradmin.install import install
+from ledgeradmin.verify import verify
 
 # --------------------------------------------------------------------------- helpers
 
@@ -262,6 +263,99 @@ def test_upsert_posts_the_inserted_rows_and_reposts_the_updated_ones(shop):
     assert [len(entries_of(shop, "sale", k)) for k in ("1", "2")] == [3, 1]
     assert_ledger_invariants(shop)
     assert_sales_ledger_matches(shop)
+
+
+#: An application's own trigger that changes the rows a statement just wrote, in a statement
+#: of its own that runs before ledgeradmin's trigger of the outer statement: an AFTER ROW
+#: trigger (those fire before any AFTER STATEMENT trigger), or an AFTER STATEMENT trigger
+#: whose name sorts before ledgeradmin's (same-event triggers fire in name order).
+APP_TRIGGERS = {
+    "after row": """
+        CREATE FUNCTION public.surcharge() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE public.sales SET total = total + 1 WHERE id = NEW.id;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER surcharge AFTER INSERT OR UPDATE OF tax ON public.sales
+            FOR EACH ROW EXECUTE FUNCTION public.surcharge()""",
+    "after statement, sorting first": """
+        CREATE FUNCTION public.surcharge() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF pg_trigger_depth() = 1 THEN
+                UPDATE public.sales AS s SET total = s.total + 1 FROM fresh AS f WHERE s.id = f.id;
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER a_surcharge_insert AFTER INSERT ON public.sales
+            REFERENCING NEW TABLE AS fresh FOR EACH STATEMENT EXECUTE FUNCTION public.surcharge();
+        CREATE TRIGGER a_surcharge_update AFTER UPDATE ON public.sales
+            REFERENCING NEW TABLE AS fresh FOR EACH STATEMENT EXECUTE FUNCTION public.surcharge()""",
+}
+
+
+@pytest.mark.parametrize("app_trigger", APP_TRIGGERS, ids=list(APP_TRIGGERS))
+def test_rows_changed_again_by_an_application_trigger_post_their_final_values(shop, shop_config, app_trigger):
+    """The application's trigger adds 1 to the total of each sale inserted, and again when
+    the tax changes: the ledger holds the final totals, not those the statement wrote."""
+    shop.execute(APP_TRIGGERS[app_trigger])
+    add_sale(shop, 1, "10.00", "1.00")
+    shop.execute("INSERT INTO public.sales (id, customer, total, tax) SELECT g, 'c', 20, 2 FROM generate_series(2, 4) g")
+    shop.execute("UPDATE public.sales SET tax = 3.00 WHERE id IN (1, 2)")
+    assert shop.execute("SELECT array_agg(total ORDER BY id) FROM public.sales").fetchone()[0] == [12, 22, 21, 21]
+    assert_ledger_invariants(shop)
+    assert_sales_ledger_matches(shop)
+    assert verify(shop, shop_config).ok
+
+
+def test_rows_deleted_by_an_application_trigger_post_nothing(shop, shop_config):
+    """The application's AFTER ROW trigger deletes some of the rows just inserted (a spam
+    filter): they post nothing, the others post."""
+    shop.execute("""
+        CREATE FUNCTION public.drop_spam() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM public.sales WHERE id = NEW.id AND customer = 'spam';
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER drop_spam AFTER INSERT ON public.sales FOR EACH ROW EXECUTE FUNCTION public.drop_spam()""")
+    shop.execute("INSERT INTO public.sales (id, customer, total, tax)"
+                 " SELECT g, CASE WHEN g % 2 = 0 THEN 'spam' ELSE 'c' END, 10, 1 FROM generate_series(1, 6) g")
+    assert shop.execute("SELECT array_agg(id ORDER BY id) FROM public.sales").fetchone()[0] == [1, 3, 5]
+    assert [len(entries_of(shop, "sale", str(i))) for i in range(1, 7)] == [1, 0, 1, 0, 1, 0]
+    assert_sales_ledger_matches(shop)
+    assert verify(shop, shop_config).ok
+
+
+#: A no-op UPDATE of each row just inserted, by the application: it marks the statement
+#: nested, so the posting function reconciles the rows one by one from the table.
+TOUCH = """
+    CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        EXECUTE format('UPDATE %I.%I SET id = id WHERE id = $1', TG_TABLE_SCHEMA, TG_TABLE_NAME) USING NEW.id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER touch AFTER INSERT ON public.sales FOR EACH ROW EXECUTE FUNCTION public.touch();
+    CREATE TRIGGER touch AFTER INSERT ON public.payment_vouchers FOR EACH ROW EXECUTE FUNCTION public.touch()"""
+
+
+def test_a_bad_row_of_a_statement_written_again_is_named_or_recorded(shop, shop_config):
+    """Rows reconciled one by one from the table after a nested statement: under `block` a
+    bad row refuses the write, named; under `defer` it is recorded and the others post."""
+    shop.execute(TOUCH)
+    add_sale(shop, 1, "10.00")
+    assert len(entries_of(shop, "sale", "1")) == 1
+    with pytest.raises(psycopg.Error) as info:
+        add_sale(shop, 5, "10.00", currency="usd")
+    assert_names_row(info.value, "sale", "public.sales", "(id)=(5)", "currency 'usd' is not", "22023")
+    assert count(shop, "public.sales") == 1
+
+    shop.execute("INSERT INTO public.payment_vouchers (id, payee, amount, status, paid_at)"
+                 " VALUES (1, 'a', 5, 'paid', now()), (2, 'b', 6, 'paid', NULL), (3, 'c', 7, 'paid', now())")
+    assert [len(entries_of(shop, "payment", str(i))) for i in (1, 2, 3)] == [1, 0, 1]
+    assert shop.execute("SELECT source_key, sqlstate FROM ledger.failure WHERE resolved_at IS NULL").fetchall() == [
+        ("2", "22004")]
+    assert_ledger_invariants(shop)
+    report = verify(shop, shop_config)
+    assert [(r.rule, r.problems) for r in report.rules if r.problems] == [("payment", 2)], report.as_dict()
 
 
 def test_zero_tax_line_is_dropped(shop):

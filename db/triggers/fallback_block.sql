@@ -53,13 +53,4 @@
                                         v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
             END;
         END IF;
-        RAISE EXCEPTION 'ledgeradmin rule % cannot post %: %', {{rule}},
-              CASE WHEN v_key IS NULL THEN 'rows of ' || {{source_label}}
-                   ELSE {{source_label}} || ' row ' || {{key_display}} END,
-              v_message
-            USING ERRCODE = v_state,
-                  DETAIL = 'rule ' || {{rule}} || ', table ' || {{source_label}} || ', key '
-                           || coalesce({{key_display}}, '(several rows)')
-                           || coalesce(E'\n' || nullif(v_detail, ''), ''),
-                  HINT = coalesce(nullif(v_hint, ''),
-                                  'Correct the row, or set on_error = "defer" on the rule to record such failures for `ledgeradmin backfill` instead of refusing the write.');
+{{raise_row_error}}

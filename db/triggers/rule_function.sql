@@ -27,6 +27,8 @@ DECLARE
     v_count    bigint;
     v_problem  text;
     v_amounts  numeric[];
+    v_nested   text;
+    v_mark     text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         RAISE EXCEPTION 'TRUNCATE of % refused: rule % posts journal entries from it', {{source_label}}, {{rule}}
@@ -34,6 +36,7 @@ BEGIN
                   HINT = 'DELETE the rows instead (their entries are reversed), or `ledgeradmin uninstall --rule '
                          || {{rule}} || '` first.';
     END IF;
+{{nested_replay}}
 {{update_guard}}
     BEGIN
         IF TG_OP = 'INSERT' THEN

@@ -355,9 +355,12 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
             "reconcile_update_rest": reconcile_sql(rule, target, good("new_rows"),
                                                    keys(good("new_rows"), good("old_rows"))),
         }
+    raise_row_error = fill(template("raise_row_error.sql"), rule=literal(rule.name), source_label=literal(target.label),
+                           key_display=key_display(target, "v_key")).rstrip()
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
         **steps,
+        raise_row_error=raise_row_error,
         desired_new=desired_sql(rule, target, "new_rows"),
         key_text=key_text(target),
         row_key_text=key_text(target, "v_row"),
@@ -370,6 +373,7 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
     ).rstrip()
     create = fill(
         template("rule_function.sql"),
+        nested_replay=nested_replay(rule, target, row_columns, raise_row_error).rstrip(),
         function=function,
         rule=literal(rule.name),
         source=target.ident,
@@ -395,6 +399,24 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         checksum=literal(checksum),
     )
     return CompiledRule(rule, target, function, trigger, body, (create, *triggers), checksum)
+
+
+def nested_replay(rule: Rule, target: Target, row_columns: str, raise_row_error: str) -> str:
+    """The posting function's path for a statement whose rows a statement nested in it
+    wrote again (nested_replay.sql): each row reconciled from its current version."""
+    match = (f"({', '.join(qualified('r', target.key))})"
+             f" = ({', '.join(qualified('v_row', target.key))})")
+    current = f"(SELECT * FROM {target.ident} AS r WHERE {match})"
+    record = (f"                        PERFORM ledger.record_failure({literal(rule.name)}, v_key, v_state, v_message,"
+              " v_detail, v_hint);")
+    replay_row = fill(
+        template("nested_replay_row.sql"),
+        row_key_text=key_text(target, "v_row"),
+        reconcile_current=reconcile_sql(rule, target, current, one_key_sql(target, "v_key")),
+        row_error=raise_row_error if rule.on_error == "block" else record,
+    ).rstrip()
+    return fill(template("nested_replay.sql"), setting=literal(f"ledgeradmin.nested_{rule.name}"),
+                row_columns=row_columns, replay_row=replay_row)
 
 
 def core_statements() -> list[str]:
