@@ -325,6 +325,40 @@ def test_rows_deleted_by_an_application_trigger_post_nothing(shop, shop_config):
     assert verify(shop, shop_config).ok
 
 
+@pytest.mark.parametrize("on_error", ["block", "defer"])
+def test_rows_changed_again_in_a_partition_with_a_two_column_key(conn, on_error):
+    """The same through a partitioned table keyed by (id, day), whose partitions order their
+    columns differently, written through the parent and straight into a partition; the
+    application's row trigger (on the parent, so on every partition) adds 1 to each amount
+    inserted, and moves a row to the other partition."""
+    install_custom_rule(conn, """
+        CREATE TABLE public.custom_src (id int NOT NULL, day date NOT NULL, amount numeric NOT NULL,
+                                        PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+        CREATE TABLE public.custom_2024 PARTITION OF public.custom_src FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+        CREATE TABLE public.custom_2025 (amount numeric NOT NULL, day date NOT NULL, id int NOT NULL);
+        ALTER TABLE public.custom_src ATTACH PARTITION public.custom_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+        CREATE FUNCTION public.bump() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE public.custom_src SET amount = amount + 1,
+                                         day = CASE WHEN NEW.id = 3 THEN '2025-03-03' ELSE day END
+            WHERE id = NEW.id AND day = NEW.day;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER bump AFTER INSERT ON public.custom_src FOR EACH ROW EXECUTE FUNCTION public.bump()""",
+        key=["id", "day"], date="day", on_error=on_error,
+        lines=[{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}])
+    conn.execute("INSERT INTO public.custom_src VALUES (1, '2024-05-01', 10), (3, '2024-06-01', 30)")
+    conn.execute("INSERT INTO public.custom_2025 (id, day, amount) VALUES (2, '2025-02-01', 20)")
+    rows = conn.execute("SELECT ROW(id, day)::text, amount FROM public.custom_src ORDER BY id").fetchall()
+    # row 3, moved, is inserted into the other partition, whose copy of the trigger bumps it again
+    assert rows == [("(1,2024-05-01)", 11), ("(2,2025-02-01)", 21), ("(3,2025-03-03)", 32)]
+    live = conn.execute(f"""SELECT e.source_key, l.debit FROM ({LIVE_ENTRIES}) AS e
+                            JOIN ledger.line AS l ON l.entry_id = e.id AND l.debit > 0 ORDER BY 1""").fetchall()
+    assert live == rows
+    assert count(conn, "ledger.failure") == 0
+    assert_ledger_invariants(conn)
+
+
 #: A no-op UPDATE of each row just inserted, by the application: it marks the statement
 #: nested, so the posting function reconciles the rows one by one from the table.
 TOUCH = """
