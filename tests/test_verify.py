@@ -343,6 +343,19 @@ def test_delete_with_trigger_disabled_is_orphaned(day, dsn):
     assert_clean_except(doc, "sale")
 
 
+def test_more_orphans_than_backfill_reverses_unasked_are_pointed_out(shop, dsn):
+    """verify says when backfill would refuse to reverse a rule's orphans, and why that many
+    deserve a look first."""
+    shop.execute("INSERT INTO public.sales (customer, total, tax) SELECT 'c', 10, 1 FROM generate_series(1, 1002)")
+    write_untracked(shop, "public.sales", "DELETE FROM public.sales WHERE id > 1")
+    text = cli("verify", "--dsn", dsn, "--config", str(SHOP_CONFIG))
+    assert text.exit_code == 1
+    assert ("sale: 1,001 orphaned, more than backfill reverses unasked (--max-reversals): has the rule lost sight"
+            " of its rows (a dropped partition, a replaced table)?") in text.stdout
+    write_untracked(shop, "public.sales", "INSERT INTO public.sales (id, customer, total, tax) VALUES (2, 'c', 10, 1)")
+    assert "more than backfill reverses" not in cli("verify", "--dsn", dsn, "--config", str(SHOP_CONFIG)).stdout
+
+
 def test_status_change_out_of_when_with_trigger_disabled_is_orphaned(day, dsn):
     key = scalar(day, "SELECT min(id) FROM public.sales WHERE status = 'completed'")
     write_untracked(day, "public.sales", "UPDATE public.sales SET status = 'cancelled' WHERE id = %s", (key,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .backfill import DEFAULT_MAX_REVERSALS
 from .output import table
 from .verify import CATEGORIES, VerifyResult
 
@@ -63,6 +64,10 @@ def _overall_line(result: VerifyResult) -> str:
     tail = f"{problems:,} problem{'s' if problems != 1 else ''}"
     if problems:
         tail += "; `ledgeradmin backfill` repairs them"
+    for r in result.rules:
+        if (r.orphaned or 0) > DEFAULT_MAX_REVERSALS:
+            tail += (f"; {r.rule}: {r.orphaned:,} orphaned, more than backfill reverses unasked (--max-reversals):"
+                     " has the rule lost sight of its rows (a dropped partition, a replaced table)?")
     if triggers:
         tail += f"; trigger not ok for {', '.join(triggers)}: `ledgeradmin status`"
     unchecked = [r.rule for r in result.rules if r.error]
