@@ -32,14 +32,7 @@
         END IF;
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
             FOR v_row IN SELECT {{row_columns}} FROM new_rows AS r LOOP
-                v_key := {{row_key_text}};
-                BEGIN
-{{reconcile_row}};
-                EXCEPTION WHEN OTHERS THEN
-                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
-                                            v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
-                    PERFORM ledger.record_failure({{rule}}, v_key, v_state, v_message, v_detail, v_hint);
-                END;
+{{replay_row}}
             END LOOP;
         END IF;
         IF TG_OP = 'UPDATE' THEN

@@ -1,7 +1,8 @@
 -- Template: the error of on_error = "block" for a posting that failed (v_state, v_message,
 -- v_detail, v_hint from the failure): it names the rule, the table and the row (v_key;
 -- NULL when no single row is at fault), keeps the SQLSTATE, DETAIL and HINT, and refuses
--- the write. fallback_block.sql and nested_replay_row.sql end with it.
+-- the write. fallback_block.sql ends with it; under block, so does a failed row of
+-- replay_row.sql.
         RAISE EXCEPTION 'ledgeradmin rule % cannot post %: %', {{rule}},
               CASE WHEN v_key IS NULL THEN 'rows of ' || {{source_label}}
                    ELSE {{source_label}} || ' row ' || {{key_display}} END,

@@ -357,6 +357,9 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         }
     raise_row_error = fill(template("raise_row_error.sql"), rule=literal(rule.name), source_label=literal(target.label),
                            key_display=key_display(target, "v_key")).rstrip()
+    record_failure = (f"                        PERFORM ledger.record_failure({literal(rule.name)}, v_key, v_state,"
+                      " v_message, v_detail, v_hint);")
+    row_error = raise_row_error if rule.on_error == "block" else record_failure
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
         **steps,
@@ -368,12 +371,13 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         rule=literal(rule.name),
         source_label=literal(target.label),
         key_display=key_display(target, "v_key"),
+        replay_row=replay_row(target, reconcile_sql(rule, target, one_row, one_key), record_failure),
         reconcile_row=reconcile_sql(rule, target, one_row, one_key),
         reconcile_gone=reconcile_sql(rule, target, none, one_key),
     ).rstrip()
     create = fill(
         template("rule_function.sql"),
-        nested_replay=nested_replay(rule, target, row_columns, raise_row_error).rstrip(),
+        nested_replay=nested_replay(rule, target, row_columns, row_error).rstrip(),
         function=function,
         rule=literal(rule.name),
         source=target.ident,
@@ -401,22 +405,22 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
     return CompiledRule(rule, target, function, trigger, body, (create, *triggers), checksum)
 
 
-def nested_replay(rule: Rule, target: Target, row_columns: str, raise_row_error: str) -> str:
+def replay_row(target: Target, reconcile: str, row_error: str) -> str:
+    """The body of a row-by-row loop over v_row (replay_row.sql): ``reconcile`` in a
+    subtransaction, a failure handled by ``row_error``."""
+    return fill(template("replay_row.sql"), row_key_text=key_text(target, "v_row"), reconcile=reconcile,
+                row_error=row_error).rstrip()
+
+
+def nested_replay(rule: Rule, target: Target, row_columns: str, row_error: str) -> str:
     """The posting function's path for a statement whose rows a statement nested in it
     wrote again (nested_replay.sql): each row reconciled from its current version."""
     match = (f"({', '.join(qualified('r', target.key))})"
              f" = ({', '.join(qualified('v_row', target.key))})")
     current = f"(SELECT * FROM {target.ident} AS r WHERE {match})"
-    record = (f"                        PERFORM ledger.record_failure({literal(rule.name)}, v_key, v_state, v_message,"
-              " v_detail, v_hint);")
-    replay_row = fill(
-        template("nested_replay_row.sql"),
-        row_key_text=key_text(target, "v_row"),
-        reconcile_current=reconcile_sql(rule, target, current, one_key_sql(target, "v_key")),
-        row_error=raise_row_error if rule.on_error == "block" else record,
-    ).rstrip()
+    row = replay_row(target, reconcile_sql(rule, target, current, one_key_sql(target, "v_key")), row_error)
     return fill(template("nested_replay.sql"), setting=literal(f"ledgeradmin.nested_{rule.name}"),
-                row_columns=row_columns, replay_row=replay_row)
+                row_columns=row_columns, replay_row=row)
 
 
 def core_statements() -> list[str]:
