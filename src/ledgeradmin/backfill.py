@@ -141,13 +141,6 @@ class _Batch:
         return out
 
 
-def _row_match(target: catalog.Target, text_col: str) -> str:
-    """Condition matching source row r to the text key in ``text_col`` (indexable when it can be)."""
-    if target.integer_key:
-        return f"r.{compiler.sql.Identifier(target.key[0]).as_string(None)} = ({text_col})::bigint"
-    return f"{compiler.key_text(target)} = {text_col}"
-
-
 def backfill(
     conn: psycopg.Connection,
     config: Config,
@@ -262,7 +255,7 @@ def _orphaned(conn, rule: Rule, target: catalog.Target) -> int:
                 return orphaned(conn, rule, target)
         except psycopg.DataError:
             gone = fill(template("queries/backfill_gone.sql"), rule=literal(rule.name), source=target.ident,
-                        row_match=_row_match(target, "p.source_key"), range="true", order="1", limit="ALL")
+                        row_match=compiler.row_match(target, "p.source_key"), range="true", order="1", limit="ALL")
             return conn.execute(f"SELECT count(*) FROM (\n{gone}\n) AS g").fetchone()[0]
 
 
@@ -350,7 +343,7 @@ def _reverse_gone(conn, batch: _Batch, lo, hi, batch_size: int, summary, budget)
             template("queries/backfill_gone.sql"),
             rule=literal(batch.rule.name),
             source=batch.target.ident,
-            row_match=_row_match(batch.target, "p.source_key"),
+            row_match=compiler.row_match(batch.target, "p.source_key"),
             range=" AND ".join(bounds) or "true",
             order=order,
             limit=str(batch_size),
@@ -402,7 +395,7 @@ def _resolve_stale_failures(conn, batch: _Batch, summary, budget) -> None:
         template("queries/backfill_stale_failures.sql"),
         rule=literal(batch.rule.name),
         source=batch.target.ident,
-        row_match=_row_match(batch.target, "f.source_key"),
+        row_match=compiler.row_match(batch.target, "f.source_key"),
         key_num="f.source_key::bigint" if batch.target.integer_key else "NULL::bigint",
     )
     with conn.transaction():

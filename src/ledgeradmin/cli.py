@@ -167,13 +167,20 @@ def install(dsn, config_path, rules, dry_run, lock_timeout, lock_retries) -> Non
     with connect(dsn) as conn:
         result = run(conn, config, rules, dry_run=dry_run, wait=LockWait(lock_timeout, lock_retries),
                      on_retry=lambda message: click.echo(message, err=True))
-    prefix = "dry run, rolled back: " if dry_run else ""
+    _echo_install(result, config, "dry run, rolled back: " if dry_run else "")
+
+
+def _echo_install(result, config, prefix: str) -> None:
     for label, names in (("installed", result.installed), ("updated", result.updated),
                          ("repaired triggers of", result.repaired), ("unchanged", result.unchanged)):
         for name in names:
             click.echo(f"{prefix}{label} rule {name} ({config.rules[name].source})")
     if result.accounts_changed:
         click.echo(f"{prefix}{result.accounts_changed} account(s) added or changed in ledger.account")
+    for name, source in result.not_in_config:
+        click.echo(f"Warning: rule {name} is installed but not in the config: its triggers still post from "
+                   f"{source}. Removed from the config? `ledgeradmin uninstall --rule {name}`. Renamed? "
+                   f"`ledgeradmin rename {name} NEW`, which keeps its entries.", err=True)
 
 
 @main.command()
@@ -197,6 +204,47 @@ def uninstall(dsn, rules, lock_timeout, lock_retries) -> None:
         click.echo(f"uninstalled rule {name}")
     if not removed:
         click.echo("no rule installed")
+
+
+@main.command()
+@dsn_option
+@config_option
+@click.argument("old")
+@click.argument("new")
+@click.option("--dry-run", is_flag=True, help="Run the whole rename, then roll it back.")
+@lock_options
+@handle_errors
+def rename(dsn, config_path, old, new, dry_run, lock_timeout, lock_retries) -> None:
+    """Rename rule OLD to NEW (the name now in the config), keeping its entries.
+
+    In one transaction: OLD's live entries and open failures are handed over to NEW,
+    OLD's triggers are removed and NEW's installed. Without it, NEW would find none of
+    its rows posted, and backfill would post them all a second time. Entries keep the
+    name of the rule that wrote them. An entry of OLD whose row NEW has posted already
+    is reversed. Refused, with nothing changed, when OLD's entries are not NEW's rows.
+
+    \b
+    Example:
+      ledgeradmin rename sale sales --dry-run
+    """
+    from .rename import rename as run
+
+    config = load_config(config_path)
+    with connect(dsn) as conn:
+        result = run(conn, config, old, new, dry_run=dry_run, wait=LockWait(lock_timeout, lock_retries),
+                     on_retry=lambda message: click.echo(message, err=True))
+    prefix = "dry run, rolled back: " if dry_run else ""
+    click.echo(f"{prefix}renamed rule {old} to {new} ({result.source}): {result.handed_over:,} live entries and "
+               f"{result.failures:,} open failures handed over")
+    if result.reversed:
+        click.echo(f"{prefix}reversed {result.reversed:,} entries of rule {old} whose rows rule {new} had "
+                   "posted already")
+    if result.failures_closed:
+        click.echo(f"{prefix}closed {result.failures_closed:,} open failures of rule {old} whose keys rule "
+                   f"{new} has open failures of")
+    if result.uninstalled:
+        click.echo(f"{prefix}uninstalled rule {old}")
+    _echo_install(result.installed, config, prefix)
 
 
 @main.command("sql")

@@ -117,6 +117,13 @@ def key_num(target: Target, alias: str = "r") -> str:
     return "NULL::bigint"
 
 
+def row_match(target: Target, text_col: str) -> str:
+    """Condition matching source row r to the text key in ``text_col`` (indexable when it can be)."""
+    if target.integer_key:
+        return f"r.{sql.Identifier(target.key[0]).as_string(None)} = ({text_col})::bigint"
+    return f"{key_text(target)} = {text_col}"
+
+
 def keys_sql(target: Target, relation: str) -> str:
     """(source_key, key_num) of every row of ``relation``."""
     return f"SELECT {key_text(target)} AS source_key, {key_num(target)} AS key_num FROM {relation} AS r"

@@ -84,6 +84,7 @@ class InstallResult:
     unchanged: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # same SQL, but triggers were missing or disabled
     accounts_changed: int = 0  # accounts added or renamed/retyped
+    not_in_config: list[tuple[str, str]] = field(default_factory=list)  # (name, source) installed, not in config
     dry_run: bool = False
 
 
@@ -100,26 +101,8 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
     require_schema(conn)
 
     def attempt() -> InstallResult:
-        result = InstallResult(dry_run=dry_run)
         with conn.transaction(force_rollback=dry_run), locks.bounded(conn, wait):
-            before = {st.rule: st for st in status(conn, config, names)}
-            s = script(conn, config, names)
-            with conn.cursor() as cur:
-                for statement in s.statements():
-                    cur.execute(statement)
-                    if statement.startswith("INSERT INTO ledger.account"):
-                        result.accounts_changed = cur.rowcount
-            for r in s.rules:
-                name, was = r.rule.name, before.get(r.rule.name)
-                if was is None or was.state in ("MISSING", "NO SOURCE") and not was.registered:
-                    result.installed.append(name)
-                elif was.state == "OUTDATED" or was.checksum != r.checksum:
-                    result.updated.append(name)
-                elif was.state != "ok":
-                    result.repaired.append(name)
-                else:
-                    result.unchanged.append(name)
-        return result
+            return apply(conn, config, names, dry_run=dry_run)
 
     try:
         return locks.retrying(conn, attempt, wait, action="install", mode="SHARE ROW EXCLUSIVE",
@@ -127,6 +110,31 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
     except psycopg.Error as exc:
         raise LedgerError(f"install failed, nothing was changed: {exc.diag.message_primary or exc}",
                           hint=database_hint(exc) or exc.diag.message_hint) from None
+
+
+def apply(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bool = False) -> InstallResult:
+    """install's work, in the caller's transaction: run the script, say what it changed."""
+    result = InstallResult(dry_run=dry_run)
+    before = {st.rule: st for st in status(conn, config, names)}
+    s = script(conn, config, names)
+    with conn.cursor() as cur:
+        for statement in s.statements():
+            cur.execute(statement)
+            if statement.startswith("INSERT INTO ledger.account"):
+                result.accounts_changed = cur.rowcount
+    for r in s.rules:
+        name, was = r.rule.name, before.get(r.rule.name)
+        if was is None or was.state in ("MISSING", "NO SOURCE") and not was.registered:
+            result.installed.append(name)
+        elif was.state == "OUTDATED" or was.checksum != r.checksum:
+            result.updated.append(name)
+        elif was.state != "ok":
+            result.repaired.append(name)
+        else:
+            result.unchanged.append(name)
+    result.not_in_config = [(name, source) for name, source in conn.execute(
+        "SELECT name, source FROM ledger.rule WHERE name <> ALL (%s) ORDER BY name", (list(config.rules),))]
+    return result
 
 
 def uninstall(conn: psycopg.Connection, names=None, *, wait: locks.LockWait = locks.LockWait(),

@@ -53,7 +53,8 @@ def status(conn: psycopg.Connection, config: Config, names=None) -> list[RuleSta
         for name in sorted(set(registry) - set(config.rules)):
             out.append(
                 RuleStatus(name, registry[name][0], "?", True, True, False, "NOT IN CONFIG",
-                           "installed, but not in the config: `ledgeradmin uninstall --rule " + name + "`",
+                           f"installed, but not in the config: `ledgeradmin uninstall --rule {name}`, or if it was "
+                           f"renamed `ledgeradmin rename {name} NEW`",
                            registry[name][1])
             )
     return out

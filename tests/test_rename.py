@@ -1,0 +1,256 @@
+"""rename: a rule renamed in ledger.toml keeps its entries, against a real PostgreSQL.
+
+Every expectation is written out by hand (entries, names, counts)."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from click.testing import CliRunner
+
+from ledgeradmin.backfill import backfill
+from ledgeradmin.cli import main
+from ledgeradmin.errors import ConfigError, LedgerError
+from ledgeradmin.install import install, uninstall
+from ledgeradmin.locks import LockWait
+from ledgeradmin.rename import rename
+from ledgeradmin.verify import verify
+from test_reliability import wait_for
+from test_install import count, entries, insert_sale, registry, sale_rule, shop_triggers, write_config
+
+DEFER = {"on_error": "defer", "lines": [
+    {"account_sql": "CASE WHEN customer = 'bad' THEN '9999' ELSE '1100' END", "debit": "total"},
+    {"account": "4000", "credit": "total - tax"},
+    {"account": "2200", "credit": "tax"},
+]}
+
+
+def links(conn) -> list[tuple]:
+    return conn.execute("SELECT rule, source_key, entry_id FROM ledger.posting ORDER BY source_key").fetchall()
+
+
+def open_failures(conn) -> list[tuple]:
+    return conn.execute("SELECT rule, source_key FROM ledger.failure WHERE resolved_at IS NULL "
+                        "ORDER BY rule, source_key").fetchall()
+
+
+def live_per_key(conn) -> dict[str, int]:
+    return dict(conn.execute("""SELECT e.source_key, count(*) FROM ledger.entry AS e
+                                WHERE e.reverses IS NULL
+                                  AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
+                                GROUP BY 1""").fetchall())
+
+
+def revenue(conn) -> Decimal:
+    return conn.execute("SELECT coalesce(sum(credit - debit), 0) FROM ledger.line WHERE account = '4000'").fetchone()[0]
+
+
+def test_rename_hands_the_entries_over_and_the_new_name_goes_on_from_them(conn, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 110, 10)
+    insert_sale(conn, 2, 50)
+    conn.execute("UPDATE public.sales SET total = 120 WHERE id = 2")  # reversal + repost under "sale"
+    journal = entries(conn)
+    before = links(conn)
+    assert [r[0] for r in before] == ["sale", "sale"]
+
+    result = rename(conn, new, "sale", "sales")
+
+    assert (result.handed_over, result.reversed, result.failures, result.uninstalled) == (2, 0, 0, True)
+    assert result.installed.installed == ["sales"]
+    assert entries(conn) == journal  # nothing written, nothing changed
+    assert links(conn) == [("sales", key, entry) for _, key, entry in before]
+    assert set(registry(conn)) == {"sales"}
+    assert {t[1] for t in shop_triggers(conn)} == {f"ledgeradmin_sales_{e}" for e in
+                                                    ("insert", "update", "delete", "truncate")}
+    report = verify(conn, new)
+    assert report.ok and report.rules[0].posted == 2
+    assert backfill(conn, new).rules[0].repaired == 0  # nothing posted a second time
+
+    # an edit of a row posted under the old name reverses that entry once and reposts it
+    conn.execute("UPDATE public.sales SET total = 130 WHERE id = 1")
+    conn.execute("DELETE FROM public.sales WHERE id = 2")
+    after = entries(conn)[len(journal):]
+    assert [(e["rule"], e["key"], e["reverses"]) for e in after] == [
+        ("sales", "1", before[0][2]), ("sales", "1", None), ("sales", "2", before[1][2])]
+    assert live_per_key(conn) == {"1": 1}
+    assert revenue(conn) == Decimal("120.0000")  # sale 1 only: 130 - 10 tax
+    assert verify(conn, new).ok
+
+
+def test_an_entry_posted_under_both_names_is_reversed_once(conn, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    both = write_config(tmp_path, sale_rule("sale"), sale_rule("sales"), name="both.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 100)
+    install(conn, both)  # the new name installed beside the old one: sale 2 posts twice
+    insert_sale(conn, 2, 40)
+    assert revenue(conn) == Decimal("180.0000")
+    twice = conn.execute("SELECT entry_id FROM ledger.posting WHERE rule = 'sale' AND source_key = '2'").fetchone()[0]
+
+    result = rename(conn, new, "sale", "sales")
+
+    assert (result.handed_over, result.reversed) == (1, 1)
+    assert revenue(conn) == Decimal("140.0000")
+    reversal = entries(conn)[-1]
+    assert (reversal["rule"], reversal["key"], reversal["reverses"]) == ("sale", "2", twice)
+    assert live_per_key(conn) == {"1": 1, "2": 1}
+    assert [(r[0], r[1]) for r in links(conn)] == [("sales", "1"), ("sales", "2")]
+    assert verify(conn, new).ok
+
+
+def test_open_failures_move_to_the_new_name_and_resolve_there(conn, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale", **DEFER), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales", **DEFER), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 100, customer="bad")  # account 9999 is unknown: recorded, not posted
+    insert_sale(conn, 2, 10)
+    assert open_failures(conn) == [("sale", "1")]
+
+    result = rename(conn, new, "sale", "sales")
+
+    assert (result.handed_over, result.failures, result.failures_closed) == (1, 1, 0)
+    assert open_failures(conn) == [("sales", "1")]
+    conn.execute("UPDATE public.sales SET customer = 'ann' WHERE id = 1")
+    assert open_failures(conn) == []
+    assert verify(conn, new).ok
+
+
+def test_a_key_failing_under_both_names_keeps_one_open_failure(conn, tmp_path):
+    both = write_config(tmp_path, sale_rule("sale", **DEFER), sale_rule("sales", **DEFER), name="both.toml")
+    new = write_config(tmp_path, sale_rule("sales", **DEFER), name="new.toml")
+    install(conn, both)
+    insert_sale(conn, 1, 100, customer="bad")
+    assert open_failures(conn) == [("sale", "1"), ("sales", "1")]
+
+    result = rename(conn, new, "sale", "sales")
+
+    assert (result.failures, result.failures_closed) == (0, 1)
+    assert open_failures(conn) == [("sales", "1")]
+
+
+def test_rename_after_the_old_name_was_uninstalled(conn, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 100)
+    uninstall(conn, ["sale"])
+
+    result = rename(conn, new, "sale", "sales")
+
+    assert (result.handed_over, result.uninstalled, result.installed.installed) == (1, False, ["sales"])
+    assert verify(conn, new).ok
+
+
+def test_a_writer_in_the_way_makes_rename_give_up_with_nothing_changed(conn, connect, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 100)
+    writer = connect()
+    insert_sale(writer, 2, 50)  # uncommitted: holds its lock on public.sales
+    journal, before = entries(conn), links(conn)
+
+    with pytest.raises(LedgerError, match="rename gave up after 1 attempt"):
+        rename(conn, new, "sale", "sales", wait=LockWait(100, 0))
+    assert (entries(conn), links(conn), set(registry(conn))) == (journal, before, {"sale"})
+
+    # waiting without a limit, rename reads the links only once the writer is done: the
+    # sale the writer posted under the old name is handed over with the others
+    renamer, outcome = connect(autocommit=True), {}
+    thread = threading.Thread(target=lambda: outcome.update(result=rename(renamer, new, "sale", "sales",
+                                                                          wait=LockWait(0, 0))))
+    thread.start()
+    wait_for(conn, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+             (renamer.info.backend_pid,))
+    writer.commit()
+    thread.join(30)
+    assert outcome["result"].handed_over == 2
+    assert [r[:2] for r in links(conn)] == [("sales", "1"), ("sales", "2")]
+
+
+def test_dry_run_changes_nothing(conn, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 100)
+    journal, before, rules = entries(conn), links(conn), registry(conn)
+
+    result = rename(conn, new, "sale", "sales", dry_run=True)
+
+    assert (result.dry_run, result.handed_over, result.uninstalled) == (True, 1, True)
+    assert (entries(conn), links(conn), registry(conn)) == (journal, before, rules)
+
+
+@pytest.mark.parametrize("case", ["not in config", "still in config", "unknown", "other table", "other keys",
+                                  "rows gone"])
+def test_a_rename_that_cannot_be_right_is_refused_with_nothing_changed(conn, tmp_path, case):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 100)
+    old_name, config, error, words = "sale", new, LedgerError, "not the same rows"
+    if case == "not in config":
+        config, error, words = old, ConfigError, 'rule "sales" is not in the config'
+    elif case == "still in config":
+        config = write_config(tmp_path, sale_rule("sale"), sale_rule("sales"), name="both.toml")
+        error, words = ConfigError, 'rule "sale" is still in the config'
+    elif case == "unknown":
+        old_name, words = "nosuchrule", 'rule "nosuchrule" is not installed and has no live entries'
+    elif case == "other table":
+        conn.execute("CREATE TABLE public.refunds (id bigint PRIMARY KEY, total numeric NOT NULL)")
+        install(conn, write_config(tmp_path, sale_rule("sale"), rule_toml_refund(), name="refund.toml"), ["refund"])
+        old_name, words = "refund", 'rule "refund" posts from public.refunds, rule "sales" from public.sales'
+    elif case == "other keys":  # entries of a rule keyed by text, whose rule is gone
+        uninstall(conn, ["sale"])
+        conn.execute("UPDATE ledger.posting SET key_num = NULL")
+        words = "1 live entries of rule \"sale\" are keyed in another form"
+    else:  # the old name's rows were deleted while nothing was installed
+        uninstall(conn, ["sale"])
+        conn.execute("DELETE FROM public.sales")
+        words = 'none of the 1 live entries of rule "sale" has its key in public.sales'
+    journal, before, rules = entries(conn), links(conn), registry(conn)
+    triggers = shop_triggers(conn)
+
+    with pytest.raises(error, match=words):
+        rename(conn, config, old_name, "sales")
+
+    assert (entries(conn), links(conn), registry(conn), shop_triggers(conn)) == (journal, before, rules, triggers)
+
+
+def rule_toml_refund() -> str:
+    return ('[rules.refund]\nsource = "public.refunds"\n'
+            'lines = [\n  { account = "4000", debit = "total" },\n  { account = "1100", credit = "total" },\n]\n')
+
+
+def test_cli_rename_and_the_install_warning(dsn, conn, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 100)
+    runner = CliRunner()
+
+    # installing the renamed config alone leaves the old name posting beside it: said loudly
+    installed = runner.invoke(main, ["install", "--dsn", dsn, "--config", str(tmp_path / "new.toml"), "--dry-run"])
+    assert installed.exit_code == 0, installed.output
+    assert ("Warning: rule sale is installed but not in the config: its triggers still post from public.sales. "
+            "Removed from the config? `ledgeradmin uninstall --rule sale`. Renamed? `ledgeradmin rename sale NEW`"
+            ) in installed.stderr
+
+    out = runner.invoke(main, ["rename", "--dsn", dsn, "--config", str(tmp_path / "new.toml"), "sale", "sales"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines() == [
+        "renamed rule sale to sales (public.sales): 1 live entries and 0 open failures handed over",
+        "uninstalled rule sale",
+        "installed rule sales (public.sales)",
+    ]
+    assert count(conn, "entry") == 1
+
+    again = runner.invoke(main, ["rename", "--dsn", dsn, "--config", str(tmp_path / "new.toml"), "sale", "sales"])
+    assert again.exit_code == 2
+    assert 'Error: rename refused, nothing was changed: rule "sale" is not installed' in again.stderr
