@@ -7,18 +7,25 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 
+import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from ledgeradmin.backfill import backfill
 from ledgeradmin.cli import main
 from ledgeradmin.errors import ConfigError, LedgerError
 from ledgeradmin.install import install, uninstall
 from ledgeradmin.locks import LockWait
+from ledgeradmin.migrate import migrate
 from ledgeradmin.rename import rename
 from ledgeradmin.verify import verify
 from test_reliability import wait_for
-from test_install import count, entries, insert_sale, registry, sale_rule, shop_triggers, write_config
+from test_install import (  # noqa: F401 - make_role: a fixture
+    count, dbname, drop_ledger_schema, entries, insert_sale, make_role, registry, sale_rule, shop_triggers,
+    write_config,
+)
 
 DEFER = {"on_error": "defer", "lines": [
     {"account_sql": "CASE WHEN customer = 'bad' THEN '9999' ELSE '1100' END", "debit": "total"},
@@ -172,6 +179,25 @@ def test_a_writer_in_the_way_makes_rename_give_up_with_nothing_changed(conn, con
     thread.join(30)
     assert outcome["result"].handed_over == 2
     assert [r[:2] for r in links(conn)] == [("sales", "1"), ("sales", "2")]
+
+
+def test_a_ledger_owner_with_select_and_trigger_on_the_table_can_rename(dsn, conn, make_role, tmp_path):
+    owner = make_role("LOGIN", "NOSUPERUSER")
+    drop_ledger_schema(conn)
+    conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname(dsn)),
+                                                                      sql.Identifier(owner)))
+    conn.execute(sql.SQL("GRANT SELECT, TRIGGER ON public.sales TO {}").format(sql.Identifier(owner)))
+    owner_dsn = make_conninfo(dsn, user=owner)
+    migrate(owner_dsn)
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    with psycopg.connect(owner_dsn, autocommit=True) as as_owner:
+        install(as_owner, old)
+        insert_sale(conn, 1, 100)  # written by the application's role
+        result = rename(as_owner, new, "sale", "sales")
+        assert (result.handed_over, result.uninstalled) == (1, True)
+        assert verify(as_owner, new).ok
+        uninstall(as_owner)  # its triggers on a table it does not own would outlive the role
 
 
 def test_dry_run_changes_nothing(conn, tmp_path):

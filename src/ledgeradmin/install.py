@@ -102,7 +102,9 @@ def install(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bo
 
     def attempt() -> InstallResult:
         with conn.transaction(force_rollback=dry_run), locks.bounded(conn, wait):
-            return apply(conn, config, names, dry_run=dry_run)
+            result = apply(conn, config, names, dry_run=dry_run)
+            result.not_in_config = not_in_config(conn, config)
+            return result
 
     try:
         return locks.retrying(conn, attempt, wait, action="install", mode="SHARE ROW EXCLUSIVE",
@@ -132,9 +134,13 @@ def apply(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bool
             result.repaired.append(name)
         else:
             result.unchanged.append(name)
-    result.not_in_config = [(name, source) for name, source in conn.execute(
-        "SELECT name, source FROM ledger.rule WHERE name <> ALL (%s) ORDER BY name", (list(config.rules),))]
     return result
+
+
+def not_in_config(conn: psycopg.Connection, config: Config) -> list[tuple[str, str]]:
+    """(name, source) of every installed rule the config does not have: its triggers still post."""
+    return conn.execute("SELECT name, source FROM ledger.rule WHERE name <> ALL (%s) ORDER BY name",
+                        (list(config.rules),)).fetchall()
 
 
 def uninstall(conn: psycopg.Connection, names=None, *, wait: locks.LockWait = locks.LockWait(),

@@ -53,14 +53,16 @@ def rename(conn: psycopg.Connection, config: Config, old: str, new: str, *, dry_
     def attempt() -> RenameResult:
         with conn.transaction(force_rollback=dry_run), locks.bounded(conn, wait):
             target = catalog.resolve(conn, rule)
-            # writers of the table wait from here to the commit: none posts under either name meanwhile
-            conn.execute(f"LOCK TABLE {target.ident} IN SHARE ROW EXCLUSIVE MODE")
             registered = conn.execute("SELECT source_table::oid, source FROM ledger.rule WHERE name = %s",
                                       (old,)).fetchone()
             if registered and registered[0] != target.oid:
                 raise LedgerError(f'rename refused, nothing was changed: rule "{old}" posts from {registered[1]}, '
                                   f'rule "{new}" from {target.label}: not the same rows',
                                   hint=f'to stop rule "{old}", `ledgeradmin uninstall --rule {old}`')
+            # First, as its triggers lock the table (the TRIGGER privilege suffices, where LOCK
+            # TABLE would need UPDATE): the table's writers wait from here to the commit, so
+            # none posts under either name while the links are read and handed over.
+            installed = install.apply(conn, config, [new], dry_run=dry_run)
             catalog.pin_settings(conn, every_row=True)
             values = {"old": literal(old), "new": literal(new)}
             live, found, posted_twice, misfit, failures = conn.execute(fill(
@@ -77,7 +79,8 @@ def rename(conn: psycopg.Connection, config: Config, old: str, new: str, *, dry_
                 for statement in compiler.uninstall_statements(old):
                     conn.execute(statement)
                 result.uninstalled = True
-            result.installed = install.apply(conn, config, [new], dry_run=dry_run)
+            installed.not_in_config = install.not_in_config(conn, config)
+            result.installed = installed
             return result
 
     try:
