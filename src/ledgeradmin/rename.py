@@ -65,7 +65,7 @@ def rename(conn: psycopg.Connection, config: Config, old: str, new: str, *, dry_
             installed = install.apply(conn, config, [new], dry_run=dry_run)
             catalog.pin_settings(conn, every_row=True)
             values = {"old": literal(old), "new": literal(new)}
-            live, found, posted_twice, misfit, failures = conn.execute(fill(
+            live, found, misfit, failures = conn.execute(fill(
                 template("queries/rename_check.sql"), **values, source=target.ident,
                 row_match=compiler.row_match(target, "p.source_key"),
                 integer_key="true" if target.integer_key else "false",
