@@ -21,6 +21,7 @@ from ledgeradmin.locks import LockWait
 from ledgeradmin.migrate import migrate
 from ledgeradmin.rename import rename
 from ledgeradmin.verify import verify
+from ledgeradmin.verify_report import render_text
 from test_reliability import wait_for
 from test_install import (  # noqa: F401 - make_role: a fixture
     count, dbname, drop_ledger_schema, entries, insert_sale, make_role, registry, sale_rule, shop_triggers,
@@ -280,3 +281,50 @@ def test_cli_rename_and_the_install_warning(dsn, conn, tmp_path):
     again = runner.invoke(main, ["rename", "--dsn", dsn, "--config", str(tmp_path / "new.toml"), "sale", "sales"])
     assert again.exit_code == 2
     assert 'Error: rename refused, nothing was changed: rule "sale" is not installed' in again.stderr
+
+
+def test_backfill_refuses_to_book_a_second_time_the_entries_of_a_rule_renamed_without_rename(conn, tmp_path):
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    for i in (1, 2, 3):
+        insert_sale(conn, i, 10 * i)
+    uninstall(conn, ["sale"])
+    conn.execute("UPDATE public.sales SET total = 25 WHERE id = 2")  # its entry drifted: not identical
+    install(conn, new)
+    journal = entries(conn)
+
+    with pytest.raises(LedgerError, match='rule "sales" would post 2 rows whose identical entries are live under '
+                                          'rule "sale", which is not in the config') as refused:
+        backfill(conn, new)
+    assert "`ledgeradmin rename sale sales`" in refused.value.hint
+    assert entries(conn) == journal
+    report = verify(conn, new)
+    assert (report.rules[0].missing, report.ledger.rules_not_in_config) == (3, ["sale"])
+    assert report.as_dict()["ledger"]["rules_not_in_config"] == ["sale"]
+    text = render_text(report)
+    assert "live entries of rules not in the config: sale" in text
+    assert "if one was renamed, `ledgeradmin rename OLD NEW` first (backfill would book its rows again)" in text
+    dry = backfill(conn, new, dry_run=True)
+    assert dry.rules[0].refused.startswith('would post 2 rows whose identical entries are live under rule "sale"')
+    assert dry.rules[0].posted == 3 and not dry.ok
+
+    assert backfill(conn, new, allow_identical=True).rules[0].posted == 3  # booked under both names
+    assert revenue(conn) == Decimal("60.0000") + Decimal("65.0000")  # 10 + 20 + 30, then 10 + 25 + 30
+
+
+def test_backfill_of_a_rule_whose_keys_a_removed_rule_of_another_table_booked_is_not_refused(conn, tmp_path):
+    conn.execute("CREATE TABLE public.refunds (id bigint PRIMARY KEY, total numeric NOT NULL)")
+    both = write_config(tmp_path, sale_rule("sale"), rule_toml_refund(), name="both.toml")
+    sales = write_config(tmp_path, sale_rule("sale"), name="sales.toml")
+    install(conn, both)
+    conn.execute("INSERT INTO public.refunds VALUES (1, 100), (2, 100)")
+    uninstall(conn, ["refund"])
+    conn.execute("ALTER TABLE public.sales DISABLE TRIGGER USER")
+    insert_sale(conn, 1, 100)  # key 1, like refund 1, but another posting
+    conn.execute("ALTER TABLE public.sales ENABLE TRIGGER USER")
+
+    assert backfill(conn, sales).rules[0].posted == 1
+    report = verify(conn, sales)
+    assert report.ok and report.ledger.rules_not_in_config == ["refund"]
+    assert "if one was renamed" not in render_text(report)  # no row is missing

@@ -4,8 +4,7 @@
 -- a key of one integer column only), which rule {{new}} could never find; failures: its
 -- open failures.
 SELECT count(*) AS live,
-       count(*) FILTER (WHERE CASE WHEN (p.key_num IS NOT NULL) = {{integer_key}}
-                                   THEN EXISTS (SELECT FROM {{source}} AS r WHERE {{row_match}}) END) AS found,
+       count(*) FILTER (WHERE EXISTS (SELECT FROM {{source}} AS r WHERE {{row_match}})) AS found,
        count(*) FILTER (WHERE (p.key_num IS NOT NULL) <> {{integer_key}}) AS misfit,
        (SELECT count(*) FROM ledger.failure AS f WHERE f.rule = {{old}} AND f.resolved_at IS NULL) AS failures
 FROM ledger.posting AS p

@@ -152,22 +152,27 @@ def backfill(
     detailed: bool = False,
     max_keys: int = 20,
     max_reversals: int | None = DEFAULT_MAX_REVERSALS,
+    allow_identical: bool = False,
     progress: Progress | None = None,
 ) -> BackfillResult:
     """Repair the selected rules. Commits once per batch (``conn`` must be idle, autocommit).
 
     ``dry_run`` changes nothing: it reports what verify finds, i.e. what would be repaired.
     ``max_reversals``: refuse, before any change, when a rule has more live entries to
-    reverse (None: no limit).
+    reverse (None: no limit). Unless ``allow_identical``, refuse as well a rule that would
+    post rows whose identical entries are live under a name the config does not have (a
+    rule renamed without `ledgeradmin rename`).
     """
     require_schema(conn)
     started = time.monotonic()
     _require_every_row(conn, config, names)
     if dry_run:
-        return _dry_run(conn, config, names, limit, detailed, max_keys, max_reversals, started)
+        return _dry_run(conn, config, names, limit, detailed, max_keys, max_reversals, allow_identical, started)
     _require_installed(conn, config, names)
     if max_reversals is not None:
         _require_few_reversals(conn, config, names, max_reversals)
+    if not allow_identical:
+        _require_no_identical(conn, config, names)
     budget = [limit]
     summaries = []
     for rule in config.select(names):
@@ -229,6 +234,37 @@ def _require_few_reversals(conn, config: Config, names, max_reversals: int) -> N
             "backfill refused, nothing was changed: "
             + "; ".join(f'rule "{name}" {_too_many(count, max_reversals)}' for name, count in over),
             hint=_REVERSALS_HINT.format(count=max(count for _, count in over)),
+        )
+
+
+def _identical(conn, config: Config, names) -> dict[str, dict[str, int]]:
+    """By rule, the rows it would book a second time, by the name they are booked under
+    (rename.identical_elsewhere)."""
+    from .rename import identical_elsewhere, names_not_in_config
+
+    elsewhere = names_not_in_config(conn, config)
+    found = {}
+    for rule in config.select(names) if elsewhere else []:
+        counts = identical_elsewhere(conn, rule, catalog.resolve(conn, rule), elsewhere)
+        if counts:
+            found[rule.name] = counts
+    return found
+
+
+def _require_no_identical(conn, config: Config, names) -> None:
+    """Refuse before any change when a rule would post rows that are booked already, under
+    the name the rule had before a rename that skipped `ledgeradmin rename`."""
+    from .rename import identical_refusal
+
+    found = _identical(conn, config, names)
+    if found:
+        new, counts = next(iter(found.items()))
+        raise LedgerError(
+            "backfill refused, nothing was changed: "
+            + "; ".join(f'rule "{name}" {identical_refusal(name, c)}' for name, c in found.items()),
+            hint=f"`ledgeradmin rename {next(iter(counts))} {new}` hands those entries over to the new name. "
+                 "If they are another rule's entries after all, run again with --allow-identical: those rows are "
+                 "then booked under both names",
         )
 
 
@@ -452,16 +488,20 @@ def _record_failure(conn, batch: _Batch, row: tuple, exc: psycopg.Error, summary
 
 
 def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, max_reversals: int | None,
-             started: float) -> BackfillResult:
+             allow_identical: bool, started: float) -> BackfillResult:
+    from .rename import identical_refusal
     from .verify import verify
 
     result = verify(conn, config, names, detailed=detailed, max_keys=max_keys)
+    identical = {} if allow_identical else _identical(conn, config, names)
     summaries = []
     remaining = limit
     for r in result.rules:
         s = RuleSummary(r.rule, r.source, scanned=r.eligible or 0, failed=r.failed or 0, error=r.error)
+        refused = [identical_refusal(r.rule, identical[r.rule])] if r.rule in identical else []
         if max_reversals is not None and (r.orphaned or 0) > max_reversals:
-            s.refused = _too_many(r.orphaned, max_reversals)
+            refused.append(_too_many(r.orphaned, max_reversals))
+        s.refused = "; ".join(refused) or None
         for attr, count in (("posted", r.missing), ("reversed", r.orphaned), ("reposted", r.drifted)):
             n = count or 0
             if remaining is not None:

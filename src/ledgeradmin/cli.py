@@ -361,14 +361,17 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
 @click.option("--max-reversals", default=1_000, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="Refuse, before any change, a rule with more live entries to reverse (rows gone or no "
                    "longer posting).")
+@click.option("--allow-identical", is_flag=True,
+              help="Post rows even when identical entries of theirs are live under a rule name the config does "
+                   "not have (refused by default: a rule renamed without `ledgeradmin rename`).")
 @click.option("--dry-run", is_flag=True, help="Report what would be repaired; change nothing.")
 @click.option("--detailed", is_flag=True, help="With --dry-run: list the keys that would change.")
 @click.option("--max-keys", default=20, show_default=True, type=click.IntRange(min=1),
               help="Keys listed per count with --detailed.")
 @json_option
 @handle_errors
-def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, dry_run, detailed, max_keys,
-             as_json) -> None:
+def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, allow_identical, dry_run, detailed,
+             max_keys, as_json) -> None:
     """Post missing entries, reverse orphans, repost drift, retry deferred failures.
 
     Safe beside live traffic and beside another backfill: each batch locks its rows
@@ -376,7 +379,8 @@ def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, dry_run,
     running it again. History keeps the dates of the rules' `date` expressions.
     A rule with more entries to reverse than --max-reversals is refused before
     anything changes: so many usually mean the rule lost sight of its rows (a dropped
-    partition, a replaced table).
+    partition, a replaced table). So is a rule whose rows are booked already under a
+    name the config no longer has (renamed without `ledgeradmin rename`).
     Exits 0 when everything tried is repaired, 1 when rows still fail (with --dry-run:
     when a rule could not be checked or would be refused), 2 could not run.
 
@@ -392,7 +396,8 @@ def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, dry_run,
     reporter = None if dry_run or as_json and not sys.stderr.isatty() else ProgressReporter()
     with connect(dsn) as conn:
         result = run(conn, config, rules, limit=limit, batch_size=batch_size, dry_run=dry_run, detailed=detailed,
-                     max_keys=max_keys, max_reversals=max_reversals, progress=reporter)
+                     max_keys=max_keys, max_reversals=max_reversals, allow_identical=allow_identical,
+                     progress=reporter)
     if reporter:
         reporter.close()
     finish(result, as_json, render_text)

@@ -117,10 +117,11 @@ def key_num(target: Target, alias: str = "r") -> str:
     return "NULL::bigint"
 
 
-def row_match(target: Target, text_col: str) -> str:
-    """Condition matching source row r to the text key in ``text_col`` (indexable when it can be)."""
+def row_match(target: Target, text_col: str, num_col: str | None = None) -> str:
+    """Condition matching source row r to the text key in ``text_col``, or for an integer
+    key to the bigint in ``num_col`` when there is one (indexable when it can be)."""
     if target.integer_key:
-        return f"r.{sql.Identifier(target.key[0]).as_string(None)} = ({text_col})::bigint"
+        return f"r.{sql.Identifier(target.key[0]).as_string(None)} = {num_col or f'({text_col})::bigint'}"
     return f"{key_text(target)} = {text_col}"
 
 

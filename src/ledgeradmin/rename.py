@@ -17,7 +17,7 @@ import psycopg
 
 from . import catalog, compiler, install, locks
 from .compiler import fill, literal, template
-from .config import Config
+from .config import Config, Rule
 from .errors import ConfigError, LedgerError, database_hint
 from .migrate import require_schema
 
@@ -67,7 +67,7 @@ def rename(conn: psycopg.Connection, config: Config, old: str, new: str, *, dry_
             values = {"old": literal(old), "new": literal(new)}
             live, found, misfit, failures = conn.execute(fill(
                 template("queries/rename_check.sql"), **values, source=target.ident,
-                row_match=compiler.row_match(target, "p.source_key"),
+                row_match=compiler.row_match(target, "p.source_key", "p.key_num"),
                 integer_key="true" if target.integer_key else "false",
             )).fetchone()
             _require_same_rows(old, new, target, registered, live, found, misfit, failures)
@@ -108,3 +108,35 @@ def _require_same_rows(old: str, new: str, target: catalog.Target, registered, l
         raise LedgerError(refused + f'none of the {live:,} live entries of rule "{old}" has its key in '
                           f'{target.label}: not the same rows',
                           hint=f'check `source` and `key` of rule "{new}"')
+
+
+def names_not_in_config(conn: psycopg.Connection, config: Config) -> list[str]:
+    """Names with live entries that no rule of the config has (removed or renamed rules)."""
+    return [r[0] for r in conn.execute(template("queries/rename_names.sql"), {"names": list(config.rules)})]
+
+
+def identical_elsewhere(conn: psycopg.Connection, rule: Rule, target: catalog.Target,
+                        names: list[str]) -> dict[str, int]:
+    """By name of ``names``: the rows ``rule`` has not posted whose identical entry is live
+    under that name — a rule renamed without `rename`, whose rows backfill would book a
+    second time. Empty when a row of those keys cannot be evaluated (nothing is known)."""
+    if not names:
+        return {}
+    match = compiler.row_match(target, "f.source_key", "f.key_num")
+    rows = f"(SELECT r.* FROM {target.ident} AS r WHERE EXISTS (SELECT FROM f WHERE {match}))"
+    query = fill(template("queries/rename_identical.sql"), rule=literal(rule.name),
+                 names=f"ARRAY[{', '.join(literal(n) for n in names)}]::text[]",
+                 desired=compiler.desired_sql(rule, target, rows, fenced=False))
+    with conn.transaction():
+        catalog.pin_settings(conn, every_row=True)
+        try:
+            with conn.transaction():
+                return dict(conn.execute(query).fetchall())
+        except psycopg.DataError:
+            return {}
+
+
+def identical_refusal(rule: str, counts: dict[str, int]) -> str:
+    """What backfill says of a rule that would post rows identical to another name's entries."""
+    return "; ".join(f"would post {n:,} rows whose identical entries are live under rule \"{name}\", which is not "
+                     f"in the config (renamed to \"{rule}\"?)" for name, n in counts.items())

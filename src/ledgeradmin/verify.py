@@ -69,6 +69,7 @@ class LedgerReport:
     trial_balance: dict[str, Decimal] = field(default_factory=dict)  # currency -> debit - credit
     seconds: float = 0.0  # time spent on the whole-ledger checks
     keys: dict[str, list[str]] = field(default_factory=dict)
+    rules_not_in_config: list[str] = field(default_factory=list)  # names with live entries the config lacks
 
     @property
     def problems(self) -> int:
@@ -116,6 +117,7 @@ class VerifyResult:
                 "unlinked_live_entries": self.ledger.unlinked_live_entries,
                 "trial_balance": {c: str(v) for c, v in self.ledger.trial_balance.items()},
                 "seconds": round(self.ledger.seconds, 3),
+                "rules_not_in_config": self.ledger.rules_not_in_config,
                 **({"keys": self.ledger.keys} if self.ledger.keys else {}),
             },
             "in_sync": self.in_sync,
@@ -134,6 +136,8 @@ def verify(
     max_keys: int = 20,
 ) -> VerifyResult:
     """Compare the ledger with the source tables; report, change nothing."""
+    from .rename import names_not_in_config
+
     rules = config.select(names)
     started = time.monotonic()
     saved = conn.isolation_level, conn.read_only
@@ -146,6 +150,7 @@ def verify(
             reports = [_timed(_verify_rule_safely, conn, rule, states[rule.name].state, since, detailed, max_keys)
                        for rule in rules]
             ledger = _timed(_verify_ledger, conn, since, detailed, max_keys)
+            ledger.rules_not_in_config = names_not_in_config(conn, config)
     finally:
         if not conn.closed:  # a connection the server ended: keep its error, not "the connection is lost"
             conn.isolation_level, conn.read_only = saved

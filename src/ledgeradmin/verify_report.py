@@ -50,6 +50,8 @@ def _ledger_line(result: VerifyResult) -> str:
         parts.append("trial balance 0.00")
     else:
         parts.append("trial balance OFF: " + ", ".join(f"{c} {v:+,.2f}" for c, v in balances.items() if v != 0))
+    if ledger.rules_not_in_config:
+        parts.append(f"live entries of rules not in the config: {', '.join(ledger.rules_not_in_config)}")
     return "ledger: " + ", ".join(parts)
 
 
@@ -68,6 +70,9 @@ def _overall_line(result: VerifyResult) -> str:
         if (r.orphaned or 0) > DEFAULT_MAX_REVERSALS:
             tail += (f"; {r.rule}: {r.orphaned:,} orphaned, more than backfill reverses unasked (--max-reversals):"
                      " has the rule lost sight of its rows (a dropped partition, a replaced table)?")
+    if result.ledger.rules_not_in_config and any(r.missing for r in result.rules):
+        tail += ("; missing rows while rules not in the config have live entries: if one was renamed, "
+                 "`ledgeradmin rename OLD NEW` first (backfill would book its rows again)")
     if triggers:
         tail += f"; trigger not ok for {', '.join(triggers)}: `ledgeradmin status`"
     unchecked = [r.rule for r in result.rules if r.error]
