@@ -160,7 +160,9 @@ def test_trigger_backfill_and_verify_agree(conn, data):
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
             conn.execute(f"INSERT INTO public.{by_backfill} SELECT * FROM public.{by_trigger}")
-        result = backfill(conn, config, [by_backfill], batch_size=7)
+        # allow_identical: the rules of earlier examples, on tables since dropped, keep live
+        # entries of the same keys, and the same drawn rows make them identical entries
+        result = backfill(conn, config, [by_backfill], batch_size=7, allow_identical=True)
         assert result.rules[0].failed == len(failed_keys(conn, by_backfill))
 
         failed = failed_keys(conn, by_trigger)
@@ -181,7 +183,7 @@ def test_trigger_backfill_and_verify_agree(conn, data):
             assert (r.orphaned, r.failed, r.trigger) == (0, len(failed), "ok"), r
             assert r.missing + r.drifted == len(failed), r
         assert report.ledger.problems == 0
-        again = backfill(conn, config, [by_trigger])
+        again = backfill(conn, config, [by_trigger], allow_identical=True)
         assert again.rules[0].repaired == 0, again.as_dict()
     finally:
         uninstall(conn, [by_trigger, by_backfill])
