@@ -16,6 +16,7 @@ from ledgeradmin.config import load_config
 from ledgeradmin.errors import ConfigError
 from ledgeradmin.install import install
 from ledgeradmin.migrate import migrate
+from ledgeradmin.rename import rename
 from ledgeradmin.verify import verify
 from test_install import SHOP_TOML, hand_shop_to, make_role  # noqa: F401 - make_role: a fixture
 
@@ -44,7 +45,7 @@ def journal(conn) -> list[tuple]:
 
 
 @pytest.mark.parametrize("tenant", [None, "acme"])
-def test_verify_and_backfill_refuse_a_table_they_see_in_part(tenants, conn, tenant):
+def test_verify_backfill_and_rename_refuse_a_table_they_see_in_part(tenants, conn, tenant, tmp_path):
     config = load_config(SHOP_TOML)
     if tenant:
         tenants.execute("SELECT set_config('app.tenant', %s, false)", (tenant,))
@@ -64,6 +65,12 @@ def test_verify_and_backfill_refuse_a_table_they_see_in_part(tenants, conn, tena
             backfill(tenants, config, dry_run=dry_run)
         assert "BYPASSRLS" in err.value.hint
     assert journal(conn) == before  # nothing reversed
+
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text(SHOP_TOML.read_text().replace("[rules.sale]", "[rules.sales]"))
+    with pytest.raises(ConfigError, match='rule "sales": row-level security on public.sales'):
+        rename(tenants, load_config(renamed), "sale", "sales")
+    assert conn.execute("SELECT DISTINCT rule FROM ledger.posting WHERE source_key = '1'").fetchall() == [("sale",)]
 
 
 def test_a_rule_reading_another_table_under_row_level_security_fails_verify_instead_of_seeing_part(

@@ -53,6 +53,7 @@ def rename(conn: psycopg.Connection, config: Config, old: str, new: str, *, dry_
     def attempt() -> RenameResult:
         with conn.transaction(force_rollback=dry_run), locks.bounded(conn, wait):
             target = catalog.resolve(conn, rule)
+            catalog.require_every_row(conn, rule, target)  # else rows it cannot see would look gone
             registered = conn.execute("SELECT source_table::oid, source FROM ledger.rule WHERE name = %s",
                                       (old,)).fetchone()
             if registered and registered[0] != target.oid:
