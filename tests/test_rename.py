@@ -24,8 +24,8 @@ from ledgeradmin.verify import verify
 from ledgeradmin.verify_report import render_text
 from test_reliability import wait_for
 from test_install import (  # noqa: F401 - make_role: a fixture
-    count, dbname, drop_ledger_schema, entries, insert_sale, make_role, registry, sale_rule, shop_triggers,
-    write_config,
+    count, dbname, drop_ledger_schema, entries, insert_sale, make_role, registry, rule_toml, sale_rule,
+    shop_triggers, write_config,
 )
 
 DEFER = {"on_error": "defer", "lines": [
@@ -328,3 +328,34 @@ def test_backfill_of_a_rule_whose_keys_a_removed_rule_of_another_table_booked_is
     report = verify(conn, sales)
     assert report.ok and report.ledger.rules_not_in_config == ["refund"]
     assert "if one was renamed" not in render_text(report)  # no row is missing
+
+
+def test_rename_of_a_rule_on_a_partitioned_table_keyed_by_id_and_date(conn, tmp_path):
+    conn.execute(
+        """CREATE TABLE public.orders (id bigint NOT NULL, placed_on date NOT NULL, amount numeric(12, 2) NOT NULL,
+                                       PRIMARY KEY (id, placed_on)) PARTITION BY RANGE (placed_on);
+           CREATE TABLE public.orders_2024 PARTITION OF public.orders FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+           CREATE TABLE public.orders_2025 PARTITION OF public.orders FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')"""
+    )
+    lines = [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}]
+    old = write_config(tmp_path, rule_toml("orders", "public.orders", lines, key=["id", "placed_on"],
+                                           date="placed_on"), name="old.toml")
+    new = write_config(tmp_path, rule_toml("purchase_orders", "public.orders", lines, key=["id", "placed_on"],
+                                           date="placed_on"), name="new.toml")
+    install(conn, old)
+    conn.execute("INSERT INTO public.orders VALUES (1, '2024-03-01', 50), (2, '2025-06-30', 7.5)")
+    conn.execute("SET DateStyle = 'SQL, DMY'")  # keys are compared as the triggers wrote them, whatever the session's
+    uninstall(conn, ["orders"])
+    install(conn, new)
+
+    with pytest.raises(LedgerError, match='rule "purchase_orders" would post 2 rows whose identical entries are live '
+                                          'under rule "orders"'):
+        backfill(conn, new)
+    result = rename(conn, new, "orders", "purchase_orders")
+
+    assert (result.handed_over, result.uninstalled) == (2, False)
+    assert [r[:2] for r in links(conn)] == [("purchase_orders", "(1,2024-03-01)"),
+                                             ("purchase_orders", "(2,2025-06-30)")]
+    conn.execute("UPDATE public.orders SET placed_on = '2025-02-01' WHERE id = 1")  # moves partitions: a new key
+    assert live_per_key(conn) == {"(1,2025-02-01)": 1, "(2,2025-06-30)": 1}
+    assert verify(conn, new).ok
