@@ -237,12 +237,11 @@ def _require_few_reversals(conn, config: Config, names, max_reversals: int) -> N
         )
 
 
-def _identical(conn, config: Config, names) -> dict[str, dict[str, int]]:
-    """By rule, the rows it would book a second time, by the name they are booked under
-    (rename.identical_elsewhere)."""
-    from .rename import identical_elsewhere, names_not_in_config
+def _identical(conn, config: Config, names, elsewhere: list[str]) -> dict[str, dict[str, int]]:
+    """By rule, the rows it would book a second time, by the name of ``elsewhere`` (names
+    with live entries the config lacks) they are booked under (rename.identical_elsewhere)."""
+    from .rename import identical_elsewhere
 
-    elsewhere = names_not_in_config(conn, config)
     found = {}
     for rule in config.select(names) if elsewhere else []:
         counts = identical_elsewhere(conn, rule, catalog.resolve(conn, rule), elsewhere)
@@ -254,9 +253,9 @@ def _identical(conn, config: Config, names) -> dict[str, dict[str, int]]:
 def _require_no_identical(conn, config: Config, names) -> None:
     """Refuse before any change when a rule would post rows that are booked already, under
     the name the rule had before a rename that skipped `ledgeradmin rename`."""
-    from .rename import identical_refusal
+    from .rename import identical_refusal, names_not_in_config
 
-    found = _identical(conn, config, names)
+    found = _identical(conn, config, names, names_not_in_config(conn, config))
     if found:
         new, counts = next(iter(found.items()))
         raise LedgerError(
@@ -493,7 +492,8 @@ def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, 
     from .verify import verify
 
     result = verify(conn, config, names, detailed=detailed, max_keys=max_keys)
-    identical = {} if allow_identical else _identical(conn, config, names)
+    # verify has looked up the names the config lacks already
+    identical = {} if allow_identical else _identical(conn, config, names, result.ledger.rules_not_in_config)
     summaries = []
     remaining = limit
     for r in result.rules:
