@@ -710,7 +710,8 @@ def test_json_summary_has_the_documented_shape(base, dsn):
     add_sales(base, 2, tracked=False)
     code, doc = run_backfill(dsn, "--batch-size", "10")
     assert code == 0
-    assert set(doc) >= {"ok", "dry_run", "limit_reached", "duration_seconds", "rules"}
+    assert set(doc) >= {"ok", "dry_run", "limit_reached", "since", "duration_seconds", "rules"}
+    assert doc["since"] is None
     assert doc["ok"] is True and doc["dry_run"] is False and doc["limit_reached"] is False
     assert isinstance(doc["duration_seconds"], (int, float)) and doc["duration_seconds"] >= 0
     assert [r["rule"] for r in doc["rules"]] == ["sale", "requisition", "payment", "manufacturing"]
@@ -1126,3 +1127,162 @@ def test_percent_signs_in_expressions_from_the_first_batch_on(conn):
         "SELECT e.source_key, l.debit FROM ledger.entry AS e JOIN ledger.line AS l ON l.entry_id = e.id"
         " WHERE e.rule = 'even' AND l.debit > 0")}
     assert amounts == {str(i): Decimal(i) for i in range(2, 31, 2)}
+
+
+# --------------------------------------------------------------------------- 7. --since
+
+RECENT = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone.utc)
+SINCE = "2026-11-01"
+
+
+def test_since_repairs_the_rows_and_entries_dated_in_the_window_only(base, dsn):
+    """`backfill --since` repairs what `verify --since` finds (a recent outage) and leaves
+    older problems to a full run. A row moved out of the window while the trigger was off
+    is found by its entry's date and reposted with its new date, not reversed."""
+    old_missing = add_sales(base, 3, tracked=False)
+    old_drifted = add_sales(base, 2)
+    untracked(base, "UPDATE public.sales SET total = total + 1 WHERE id = ANY(%s)", (old_drifted,))
+    old_gone = add_sales(base, 2)
+    untracked(base, "DELETE FROM public.sales WHERE id = ANY(%s)", (old_gone,))
+    add_sales(base, 5, sold_at=RECENT, status_every=5, tracked=False)  # 4 missing, 1 draft
+    drifted = add_sales(base, 3, sold_at=RECENT)
+    untracked(base, "UPDATE public.sales SET total = total * 2 WHERE id = ANY(%s)", (drifted,))
+    gone = add_sales(base, 2, sold_at=RECENT)
+    untracked(base, "DELETE FROM public.sales WHERE id = ANY(%s)", (gone,))
+    cancelled = add_sales(base, 2, sold_at=RECENT)
+    untracked(base, "UPDATE public.sales SET status = 'cancelled' WHERE id = ANY(%s)", (cancelled,))
+    moved_out = add_sales(base, 2, sold_at=RECENT)
+    untracked(base, "UPDATE public.sales SET sold_at = %s WHERE id = ANY(%s)", (OLD, moved_out))
+    moved_in = add_sales(base, 1)
+    untracked(base, "UPDATE public.sales SET sold_at = %s WHERE id = ANY(%s)", (RECENT, moved_in))
+    code, recent = run_verify(dsn, "--rule", "sale", "--since", SINCE)
+    sale = rule_of(recent, "sale")
+    # verify --since sees only the entries dated in the window: a row moved in is missing
+    # there, a row moved out orphaned; the dry run shows verify's view
+    assert code == 1 and (sale["missing"], sale["drifted"], sale["orphaned"]) == (4 + 1, 3, 2 + 2 + 2)
+    code, dry = run_backfill(dsn, "--rule", "sale", "--since", SINCE, "--dry-run")
+    sale = summary_of(dry, "sale")
+    assert code == 0 and dry["since"] == SINCE
+    assert (sale["posted"], sale["reversed"], sale["reposted"]) == (4 + 1, 2 + 2 + 2, 3)
+
+    before = scalar(base, "SELECT max(id) FROM ledger.entry")
+    code, doc = run_backfill(dsn, "--rule", "sale", "--since", SINCE, "--batch-size", "3")
+    assert code == 0 and doc["since"] == SINCE
+    sale = summary_of(doc, "sale")
+    assert (sale["posted"], sale["reversed"], sale["reposted"]) == (4, 2 + 2, 3 + 2 + 1)
+    changed = {int(k) for _, k, _ in _new_entries(base, before)}
+    assert changed.isdisjoint(old_missing + old_drifted + old_gone)
+    assert set(moved_out) <= changed
+    for key in moved_out:  # reposted with the date it has now
+        assert live_ledger(base, "sale")[str(key)][0] == scalar(
+            base, "SELECT sold_at FROM public.sales WHERE id = %s", (key,))
+
+    assert run_verify(dsn, "--rule", "sale", "--since", SINCE)[0] == 0
+    sale = rule_of(run_verify(dsn, "--rule", "sale")[1], "sale")
+    assert (sale["missing"], sale["drifted"], sale["orphaned"]) == (3, 2, 2)
+    code, doc = run_backfill(dsn, "--rule", "sale")
+    assert code == 0 and run_verify(dsn)[0] == 0
+    assert_sales_ledger_is_right(base)
+    assert_ledger_balanced(base)
+
+
+@pytest.mark.parametrize("kind", ["integer", "text", "composite"])
+def test_since_with_every_kind_of_key(conn, kind):
+    """Rows moved out of the window are found by key whatever the key; gone rows are
+    reversed; rows before the window stay as they are."""
+    ddl, key, key_sql = KEYED_TABLES.get(kind) or (
+        "CREATE TABLE public.gift_cards (no integer PRIMARY KEY, amount numeric(12, 2) NOT NULL,"
+        " state text NOT NULL, issued_at timestamptz NOT NULL)", ["no"], "no::text")
+    conn.execute(ddl)
+    config = parse_config({
+        "accounts": ACCOUNTS,
+        "rules": {"gift": {
+            "source": "public.gift_cards", "key": key, "when": "state = 'issued'", "date": "issued_at",
+            "lines": [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}],
+        }},
+    })
+    install(conn, config)
+    for i in range(24):
+        values = {**(_key_values(kind, i) if kind != "integer" else {"no": i}), "amount": Decimal(10 + i),
+                  "state": "issued", "issued_at": (RECENT if i % 2 else OLD) + dt.timedelta(hours=i)}
+        conn.execute(f"INSERT INTO public.gift_cards ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))})",
+                     list(values.values()))
+    keys = {d: [r[0] for r in conn.execute(
+        f"SELECT {key_sql} FROM public.gift_cards WHERE (issued_at >= %s) = %s ORDER BY 1", (SINCE, d))]
+        for d in (True, False)}
+    recent, old = keys[True], keys[False]
+    where = f"{key_sql} = ANY(%s)"
+    untracked(conn, f"DELETE FROM public.gift_cards WHERE {where}", (recent[0:2] + old[0:2],))
+    untracked(conn, f"UPDATE public.gift_cards SET issued_at = %s WHERE {where}", (OLD, recent[2:5]))
+    untracked(conn, f"UPDATE public.gift_cards SET amount = amount + 1 WHERE {where}", (recent[5:6] + old[2:4],))
+
+    result = backfill(conn, config, since=dt.date.fromisoformat(SINCE), batch_size=2)
+    (summary,) = result.rules
+    assert (summary.posted, summary.reversed, summary.reposted) == (0, 2, 3 + 1)
+    assert verify(conn, config, since=dt.date.fromisoformat(SINCE)).ok
+    (report,) = verify(conn, config).rules
+    assert (report.missing, report.orphaned, report.drifted) == (0, 2, 2)
+    assert backfill(conn, config).ok and verify(conn, config).ok
+
+
+def test_since_counts_only_the_windows_reversals_against_the_limit(base, dsn):
+    old_gone = add_sales(base, 5)
+    gone = add_sales(base, 2, sold_at=RECENT)
+    untracked(base, "DELETE FROM public.sales WHERE id = ANY(%s)", (old_gone + gone,))
+    before = snapshot(base)
+    refused = cli("backfill", "--dsn", dsn, "--config", str(SHOP_CONFIG), "--max-reversals", "3")
+    assert refused.exit_code == 2 and snapshot(base) == before
+    code, doc = run_backfill(dsn, "--max-reversals", "3", "--since", SINCE)
+    assert code == 0 and summary_of(doc, "sale")["reversed"] == 2
+    assert rule_of(run_verify(dsn)[1], "sale")["orphaned"] == 5
+
+
+def test_since_repairs_a_rule_without_a_date_whole(conn):
+    conn.execute("CREATE TABLE public.fees (id int PRIMARY KEY, amount numeric NOT NULL)")
+    config = parse_config({
+        "accounts": ACCOUNTS,
+        "rules": {"fee": {"source": "public.fees",
+                          "lines": [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}]}},
+    })
+    install(conn, config)
+    untracked(conn, "INSERT INTO public.fees SELECT g, g FROM generate_series(1, 5) AS g")
+    result = backfill(conn, config, since=dt.date(2999, 1, 1))
+    assert result.rules[0].posted == 5 and verify(conn, config).ok
+
+
+def test_since_in_text_output_and_percent_signs_in_the_date(conn):
+    """The window's condition is the rule's `date` expression, passed as written."""
+    config = parse_config({
+        "accounts": ACCOUNTS,
+        "rules": {"even": {
+            "source": "public.sales", "when": "id % 2 = 0",
+            "date": "CASE WHEN id % 2 = 0 THEN sold_at END",
+            "lines": [{"account": "1100", "debit": "total"}, {"account": "4000", "credit": "total"}],
+        }},
+    })
+    install(conn, config)
+    untracked(conn, "INSERT INTO public.sales (id, customer, total, tax, status, payment_method, sold_at)"
+                    " SELECT g, 'c' || g, 10 + g, 0, 'completed', 'cash', %s FROM generate_series(1, 10) AS g",
+              (RECENT,))
+    result = backfill(conn, config, since=dt.date.fromisoformat(SINCE), batch_size=3)
+    assert result.ok and result.rules[0].posted == 5
+    untracked(conn, "DELETE FROM public.sales WHERE id IN (2, 4)")
+    result = backfill(conn, config, since=dt.date.fromisoformat(SINCE))
+    assert result.rules[0].reversed == 2 and verify(conn, config).ok
+    from ledgeradmin.backfill_report import render_text
+    assert render_text(result).startswith(f"rows dated on or after {SINCE} and the entries dated so")
+
+
+def test_since_retries_every_open_failure_whatever_its_date(base, dsn):
+    fixed, broken, deleted = (_deferred_failure(base) for _ in range(3))
+    untracked(base, "UPDATE public.payment_vouchers SET paid_at = %s WHERE id = %s", (OLD, fixed))  # before the window
+    untracked(base, "DELETE FROM public.payment_vouchers WHERE id = %s", (deleted,))
+    code, doc = run_backfill(dsn, "--rule", "payment", "--since", SINCE)
+    payment = summary_of(doc, "payment")
+    assert code == 1 and (payment["posted"], payment["failed"], payment["failed_keys"]) == (1, 1, [str(broken)])
+    open_failures = base.execute(
+        "SELECT source_key, attempts FROM ledger.failure WHERE rule = 'payment' AND resolved_at IS NULL").fetchall()
+    assert open_failures == [(str(broken), 2)]
+    assert live_ledger(base, "payment")[str(fixed)][0] == OLD
+    payment = rule_of(run_verify(dsn, "--rule", "payment")[1], "payment")
+    assert (payment["missing"], payment["failed"], payment["orphaned"], payment["drifted"]) == (1, 1, 0, 0)

@@ -3,7 +3,8 @@
 -- that writer's own trigger posts them, and a later run picks up anything left.
 SELECT {{key_columns}}, {{key_text}} AS source_key
 FROM {{source}} AS r
-{{after}}
+WHERE {{after}}
+  AND {{window}}
 ORDER BY {{key_columns}}
 LIMIT {{batch_size}}
 FOR NO KEY UPDATE OF r SKIP LOCKED

@@ -4,7 +4,8 @@
 -- later run picks up anything left.
 SELECT r.*
 FROM {{source}} AS r
-{{after}}
+WHERE {{after}}
+  AND {{window}}
 ORDER BY {{key_columns}}
 LIMIT {{batch_size}}
 FOR NO KEY UPDATE OF r SKIP LOCKED

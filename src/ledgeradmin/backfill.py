@@ -11,6 +11,7 @@ recorded in ledger.failure and the run goes on. Killed at any moment, a re-run c
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,7 @@ class BackfillResult:
     dry_run: bool = False
     limit_reached: bool = False
     duration_seconds: float = 0.0
+    since: dt.date | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,7 @@ class BackfillResult:
             "ok": self.ok,
             "dry_run": self.dry_run,
             "limit_reached": self.limit_reached,
+            "since": self.since.isoformat() if self.since else None,
             "duration_seconds": round(self.duration_seconds, 3),
             "rules": [r.as_dict() for r in self.rules],
         }
@@ -83,10 +86,14 @@ Progress = Callable[[RuleSummary, int], None]  # (summary so far, estimated rows
 
 
 class _Batch:
-    """The SQL of one rule's batch reconcile, with the batch's keys as array parameters."""
+    """The SQL of one rule's batch reconcile, with the batch's keys as array parameters.
+    With ``since`` (and a rule `date`), the rows dated on or after that day and the live
+    postings dated so."""
 
-    def __init__(self, rule: Rule, target: catalog.Target) -> None:
+    def __init__(self, rule: Rule, target: catalog.Target, since: dt.date | None = None) -> None:
         self.rule, self.target = rule, target
+        self.window = compiler.since_window(rule, since)
+        self.since = since if self.window else None
         cols = [compiler.sql.Identifier(k).as_string(None) for k in target.key]
         self.key_columns = ", ".join(f"r.{c}" for c in cols)
         unnest = ", ".join(f"__ARRAY{i}__::{t}[]" for i, t in enumerate(target.key_types))
@@ -116,8 +123,9 @@ class _Batch:
         locked = fill(
             template("queries/backfill_lock_rows.sql"),
             source=self.target.ident,
-            after=(f"WHERE ({self.key_columns}) > ({', '.join(f'__AFTER{i}__' for i in range(len(key_cols)))})"
-                   if after else ""),
+            after=(f"({self.key_columns}) > ({', '.join(f'__AFTER{i}__' for i in range(len(key_cols)))})"
+                   if after else "true"),
+            window=self.window or "true",
             key_columns=self.key_columns,
             batch_size=str(int(batch_size)),
         ).rstrip()
@@ -132,6 +140,44 @@ class _Batch:
         for i in range(len(key_cols)):
             text = text.replace(f"__AFTER{i}__", f"%(a{i})s")
         return text
+
+    def lock_sql(self, condition: str, batch_size: int, *, in_window: bool = True) -> str:
+        """Lock and fetch (key columns…, source_key) of the rows meeting ``condition`` (SQL
+        whose parameters are named) — and the window, unless not ``in_window`` — first
+        ``batch_size`` in key order, skipping rows a writer holds
+        (queries/backfill_lock_batch.sql)."""
+        return fill(
+            template("queries/backfill_lock_batch.sql"),
+            key_columns=self.key_columns,
+            key_text=compiler.key_text(self.target),
+            source=self.target.ident,
+            after="__CONDITION__",
+            window=self.window if self.window and in_window else "true",
+            batch_size=str(int(batch_size)),
+        ).replace("%", "%%").replace("__CONDITION__", condition)
+
+    def gone_sql(self, bounds: str, order: str, limit: str) -> str:
+        """Live postings whose row is gone (with ``since``: or outside the window), within
+        ``bounds`` (SQL whose parameters are named; queries/backfill_gone.sql)."""
+        recent = f"\n  AND p.entry_id = ANY ({compiler.recent_entries(self.since)})" if self.since else ""
+        match = compiler.row_match(self.target, "p.source_key")
+        return fill(
+            template("queries/backfill_gone.sql"),
+            rule=literal(self.rule.name),
+            source=self.target.ident,
+            row_match=match,
+            range="__BOUNDS__",
+            recent=recent,
+            window=self.window or "true",
+            outside=self.outside(match),
+            order=order,
+            limit=limit,
+        ).replace("%", "%%").replace("__BOUNDS__", bounds)
+
+    def outside(self, row_match: str) -> str:
+        """Whether the key's row exists: for a key whose row is not in the window, that it
+        is outside it (false without a window, where such a key's row is gone)."""
+        return f"EXISTS (SELECT FROM {self.target.ident} AS r WHERE {row_match})" if self.window else "false"
 
     def params(self, rows: list[tuple], gone: list[tuple[str, int | None]]) -> dict:
         """Rows are (key columns…, source_key text) as fetched by the batch lock query."""
@@ -153,9 +199,14 @@ def backfill(
     max_keys: int = 20,
     max_reversals: int | None = DEFAULT_MAX_REVERSALS,
     allow_identical: bool = False,
+    since: dt.date | None = None,
     progress: Progress | None = None,
 ) -> BackfillResult:
     """Repair the selected rules. Commits once per batch (``conn`` must be idle, autocommit).
+
+    ``since``: only the rows whose rule `date` is on or after that day, and the live
+    postings dated so (rules without a `date` are repaired whole), as `verify --since`
+    checks them; open failures are retried whatever their date.
 
     ``dry_run`` changes nothing: it reports what verify finds, i.e. what would be repaired.
     ``max_reversals``: refuse, before any change, when a rule has more live entries to
@@ -167,10 +218,11 @@ def backfill(
     started = time.monotonic()
     _require_every_row(conn, config, names)
     if dry_run:
-        return _dry_run(conn, config, names, limit, detailed, max_keys, max_reversals, allow_identical, started)
+        return _dry_run(conn, config, names, limit, detailed, max_keys, max_reversals, allow_identical, since,
+                        started)
     _require_installed(conn, config, names)
     if max_reversals is not None:
-        _require_few_reversals(conn, config, names, max_reversals)
+        _require_few_reversals(conn, config, names, max_reversals, since)
     if not allow_identical:
         _require_no_identical(conn, config, names)
     budget = [limit]
@@ -180,7 +232,7 @@ def backfill(
         summary = RuleSummary(rule.name, rule.source)
         summaries.append(summary)
         try:
-            _backfill_rule(conn, rule, target, summary, budget, batch_size, progress)
+            _backfill_rule(conn, _Batch(rule, target, since), summary, budget, batch_size, progress)
         except psycopg.Error as exc:
             done = ", ".join(f"{s.rule}: {s.repaired} repaired" for s in summaries)
             raise LedgerError(
@@ -190,7 +242,7 @@ def backfill(
             ) from None
         if budget[0] == 0:
             break
-    return BackfillResult(summaries, False, budget[0] == 0, time.monotonic() - started)
+    return BackfillResult(summaries, False, budget[0] == 0, time.monotonic() - started, since)
 
 
 def _require_installed(conn, config: Config, names) -> None:
@@ -219,14 +271,14 @@ def _require_every_row(conn, config: Config, names) -> None:
         catalog.require_every_row(conn, rule, target)
 
 
-def _require_few_reversals(conn, config: Config, names, max_reversals: int) -> None:
+def _require_few_reversals(conn, config: Config, names, max_reversals: int, since: dt.date | None) -> None:
     """Refuse before any change when a rule would reverse more than ``max_reversals`` live
     entries: so many orphans at once usually mean the rule no longer sees its rows (a
     dropped partition, a replaced table, a wrong `source` or `when`), and their reversals,
     dated today, would take that history out of the books."""
     over = []
     for rule in config.select(names):
-        count = _orphaned(conn, rule, catalog.resolve(conn, rule))
+        count = _orphaned(conn, _Batch(rule, catalog.resolve(conn, rule), since))
         if count > max_reversals:
             over.append((rule.name, count))
     if over:
@@ -278,7 +330,7 @@ _REVERSALS_HINT = ("that many at once usually means the rule no longer sees its 
                    "right, run again with --max-reversals {count}")
 
 
-def _orphaned(conn, rule: Rule, target: catalog.Target) -> int:
+def _orphaned(conn, batch: _Batch) -> int:
     """verify's orphaned count of one rule; when a row's expressions cannot be evaluated,
     the live postings of rows that are gone (which needs no expression)."""
     from .verify import orphaned
@@ -287,14 +339,18 @@ def _orphaned(conn, rule: Rule, target: catalog.Target) -> int:
         catalog.pin_settings(conn, every_row=True)
         try:
             with conn.transaction():
-                return orphaned(conn, rule, target)
+                return orphaned(conn, batch.rule, batch.target, batch.since)
         except psycopg.DataError:
-            gone = fill(template("queries/backfill_gone.sql"), rule=literal(rule.name), source=target.ident,
-                        row_match=compiler.row_match(target, "p.source_key"), range="true", order="1", limit="ALL")
-            return conn.execute(f"SELECT count(*) FROM (\n{gone}\n) AS g").fetchone()[0]
+            gone = batch.gone_sql("true", "1", "ALL")
+            return conn.execute(f"SELECT count(*) FROM (\n{gone}\n) AS g WHERE NOT g.outside", {}).fetchone()[0]
 
 
-def _estimate_rows(conn, target: catalog.Target) -> int:
+def _estimate_rows(conn, batch: _Batch) -> int:
+    """The planner's estimate of the rows the rule's batches will read (for progress)."""
+    target = batch.target
+    if batch.window:
+        explain = f"EXPLAIN (FORMAT JSON) SELECT FROM {target.ident} AS r WHERE {batch.window}"
+        return int(conn.execute(explain).fetchone()[0][0]["Plan"]["Plan Rows"])
     row = conn.execute(
         """
         SELECT sum(greatest(c.reltuples, 0))::bigint
@@ -306,20 +362,15 @@ def _estimate_rows(conn, target: catalog.Target) -> int:
     return int(row[0] or 0)
 
 
-def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size: int, progress) -> None:
-    batch = _Batch(rule, target)
-    estimate = _estimate_rows(conn, target)
+def _backfill_rule(conn, batch: _Batch, summary: RuleSummary, budget, batch_size: int, progress) -> None:
+    target = batch.target
+    estimate = _estimate_rows(conn, batch)
     width = len(target.key)
     last = None
-    lock_sql = fill(
-        template("queries/backfill_lock_batch.sql"),
-        key_columns=batch.key_columns,
-        key_text=compiler.key_text(target),
-        source=target.ident,
-        after="__AFTER__",
-        batch_size=str(batch_size),
-    ).replace("%", "%%")
-    after_sql = f"WHERE ({batch.key_columns.replace('%', '%%')}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
+    after_sql = f"({batch.key_columns.replace('%', '%%')}) > ({', '.join(f'%(a{i})s' for i in range(width))})"
+    # live postings of deleted rows: walked with the batches' key ranges when they can be,
+    # else (text keys; --since, whose postings are found by date) in one pass at the end
+    per_batch = target.integer_key and batch.since is None
 
     def one_batch() -> tuple[int, tuple | None]:
         """Lock and reconcile the next batch: (rows locked, last key locked)."""
@@ -336,7 +387,7 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
                 if not _is_row_error(exc):
                     raise
             # some row cannot post: lock the rows again, reconcile them bisecting, record the bad ones
-            query = lock_sql.replace("__AFTER__", after_sql if last is not None else "")
+            query = batch.lock_sql(after_sql if last is not None else "true", batch_size)
             rows = conn.execute(query, _after_params(last)).fetchall()
             _reconcile(conn, batch, rows, [], summary, budget)
         return len(rows), (rows[-1][:width] if rows else None)
@@ -344,7 +395,7 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
     while budget[0] != 0:
         scanned, last_key = _retrying(one_batch)
         final = scanned < batch_size
-        if target.integer_key:  # live postings of deleted rows in this batch's key range
+        if per_batch:  # live postings of deleted rows in this batch's key range
             _reverse_gone(conn, batch, last[0] if last else None, None if final else last_key[0], batch_size,
                           summary, budget)
         summary.scanned += scanned
@@ -353,7 +404,7 @@ def _backfill_rule(conn, rule, target, summary: RuleSummary, budget, batch_size:
         if final:
             break
         last = last_key
-    if budget[0] != 0 and not target.integer_key:
+    if budget[0] != 0 and not per_batch:
         _reverse_gone(conn, batch, None, None, batch_size, summary, budget)
     if budget[0] != 0:
         _retrying(lambda: _resolve_stale_failures(conn, batch, summary, budget))
@@ -367,22 +418,15 @@ def _after_params(last: tuple | None) -> dict:
 
 def _reverse_gone(conn, batch: _Batch, lo, hi, batch_size: int, summary, budget) -> None:
     """Reverse the live postings whose source row is gone, with keys in (lo, hi], chunk by
-    chunk. Integer keys walk key_num; other keys walk the text key (one anti-join per chunk)."""
+    chunk. Integer keys walk key_num; other keys walk the text key (one anti-join per chunk).
+    With --since, a posting whose row is outside the window has its row reconciled."""
     order = "p.key_num" if batch.target.integer_key else "p.source_key"
 
     def query(lower: bool) -> str:
         # Only the bounds there are, never `x > $1 OR $1 IS NULL`: a prepared statement's
         # generic plan could not use the index for that.
         bounds = [f"{order} > %(lo)s"] * lower + [f"{order} <= %(hi)s"] * (hi is not None)
-        return fill(
-            template("queries/backfill_gone.sql"),
-            rule=literal(batch.rule.name),
-            source=batch.target.ident,
-            row_match=compiler.row_match(batch.target, "p.source_key"),
-            range=" AND ".join(bounds) or "true",
-            order=order,
-            limit=str(batch_size),
-        )
+        return batch.gone_sql(" AND ".join(bounds) or "true", order, str(batch_size))
 
     cursor = lo
     while budget[0] != 0:
@@ -390,13 +434,27 @@ def _reverse_gone(conn, batch: _Batch, lo, hi, batch_size: int, summary, budget)
             with conn.transaction():
                 catalog.pin_settings(conn, every_row=True)
                 gone = conn.execute(query(cursor is not None), {"lo": cursor, "hi": hi}).fetchall()
-                _reconcile(conn, batch, [], gone, summary, budget)
+                rows = _outside_rows(conn, batch, [g for g in gone if g[2]])
+                _reconcile(conn, batch, rows, [g for g in gone if not g[2]], summary, budget)
             return gone
 
         gone = _retrying(chunk)
         if len(gone) < batch_size:
             return
         cursor = gone[-1][1] if batch.target.integer_key else gone[-1][0]
+
+
+def _outside_rows(conn, batch: _Batch, keys: list[tuple]) -> list[tuple]:
+    """Lock and fetch the rows of ``keys`` (postings dated in the --since window whose rows
+    are dated before it), skipping rows a writer holds, as the batches do."""
+    if not keys:
+        return []
+    if batch.target.integer_key:
+        column = compiler.qualified("r", batch.target.key)[0]  # compared as it is: by its index
+        match, values = f"{column} = ANY (%(keys)s::bigint[])", [k[1] for k in keys]
+    else:
+        match, values = f"{compiler.key_text(batch.target)} = ANY (%(keys)s::text[])", [k[0] for k in keys]
+    return conn.execute(batch.lock_sql(match, len(keys), in_window=False), {"keys": values}).fetchall()
 
 
 # Errors that a row's data causes (bisected and recorded in ledger.failure), by SQLSTATE
@@ -426,18 +484,23 @@ def _retrying(step):
 
 
 def _resolve_stale_failures(conn, batch: _Batch, summary, budget) -> None:
+    """Reconcile the keys of open failures the batches did not reach: rows gone (their
+    failures are resolved) and, with --since, rows dated before the window (retried)."""
+    match = compiler.row_match(batch.target, "f.source_key")
     query = fill(
         template("queries/backfill_stale_failures.sql"),
         rule=literal(batch.rule.name),
         source=batch.target.ident,
-        row_match=compiler.row_match(batch.target, "f.source_key"),
+        row_match=match,
+        window=batch.window or "true",
+        outside=batch.outside(match),
         key_num="f.source_key::bigint" if batch.target.integer_key else "NULL::bigint",
     )
     with conn.transaction():
         catalog.pin_settings(conn, every_row=True)
         stale = conn.execute(query).fetchall()
-        if stale:
-            _reconcile(conn, batch, [], stale, summary, budget)
+        rows = _outside_rows(conn, batch, [s for s in stale if s[2]])
+        _reconcile(conn, batch, rows, [s for s in stale if not s[2]], summary, budget)
 
 
 def _reconcile(conn, batch: _Batch, rows: list[tuple], gone: list[tuple], summary: RuleSummary, budget) -> None:
@@ -487,11 +550,11 @@ def _record_failure(conn, batch: _Batch, row: tuple, exc: psycopg.Error, summary
 
 
 def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, max_reversals: int | None,
-             allow_identical: bool, started: float) -> BackfillResult:
+             allow_identical: bool, since: dt.date | None, started: float) -> BackfillResult:
     from .rename import identical_refusal
     from .verify import verify
 
-    result = verify(conn, config, names, detailed=detailed, max_keys=max_keys)
+    result = verify(conn, config, names, since=since, detailed=detailed, max_keys=max_keys)
     # verify has looked up the names the config lacks already
     identical = {} if allow_identical else _identical(conn, config, names, result.ledger.rules_not_in_config)
     summaries = []
@@ -510,4 +573,4 @@ def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, 
         if detailed:
             s.keys = {k: v for k, v in r.keys.items()}
         summaries.append(s)
-    return BackfillResult(summaries, True, remaining == 0, time.monotonic() - started)
+    return BackfillResult(summaries, True, remaining == 0, time.monotonic() - started, since)

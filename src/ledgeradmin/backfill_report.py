@@ -52,6 +52,9 @@ def render_text(result: BackfillResult) -> str:
     lines = []
     if result.dry_run:
         lines.append("dry run: nothing was changed; these rows would be repaired")
+    if result.since:
+        lines.append(f"rows dated on or after {result.since.isoformat()} and the entries dated so"
+                     " (a rule without a `date`: every row)")
     lines.append(table(rows, COLUMNS, right=COLUMNS[2:]))
     for r in result.rules:
         if r.error:

@@ -355,6 +355,8 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
 @dsn_option
 @config_option
 @rule_option
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE",
+              help="Only rows whose rule date is on or after DATE (and entries dated so), as `verify --since`.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Repair at most N rows in this run.")
 @click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(min=1), metavar="N",
               help="Source rows per batch (one transaction each).")
@@ -370,7 +372,7 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
               help="Keys listed per count with --detailed.")
 @json_option
 @handle_errors
-def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, allow_identical, dry_run, detailed,
+def backfill(dsn, config_path, rules, since, limit, batch_size, max_reversals, allow_identical, dry_run, detailed,
              max_keys, as_json) -> None:
     """Post missing entries, reverse orphans, repost drift, retry deferred failures.
 
@@ -388,6 +390,7 @@ def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, allow_id
     Example:
       ledgeradmin backfill --dry-run --detailed
       ledgeradmin backfill --rule sale --limit 100
+      ledgeradmin backfill --since 2026-11-24
     """
     from .backfill import backfill as run
     from .backfill_report import ProgressReporter, render_text
@@ -397,7 +400,7 @@ def backfill(dsn, config_path, rules, limit, batch_size, max_reversals, allow_id
     with connect(dsn) as conn:
         result = run(conn, config, rules, limit=limit, batch_size=batch_size, dry_run=dry_run, detailed=detailed,
                      max_keys=max_keys, max_reversals=max_reversals, allow_identical=allow_identical,
-                     progress=reporter)
+                     since=since.date() if since else None, progress=reporter)
     if reporter:
         reporter.close()
     finish(result, as_json, render_text)

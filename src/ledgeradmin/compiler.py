@@ -7,6 +7,7 @@ so they cannot disagree about what a row should post.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import re
@@ -123,6 +124,22 @@ def row_match(target: Target, text_col: str, num_col: str | None = None) -> str:
     if target.integer_key:
         return f"r.{sql.Identifier(target.key[0]).as_string(None)} = {num_col or f'({text_col})::bigint'}"
     return f"{key_text(target)} = {text_col}"
+
+
+def since_window(rule: Rule, since: dt.date | None) -> str | None:
+    """Condition on source row r: the rule's `date` on or after the day ``since`` (UTC, as
+    the settings are pinned). None without a day, or for a rule without a `date`, which has
+    nothing to select its recent rows by."""
+    if since is None or rule.date is None:
+        return None
+    return f"({rule.date}) >= {literal(since.isoformat())}::date"
+
+
+def recent_entries(since: dt.date) -> str:
+    """An array of the ids of the entries dated on or after ``since``, for `x = ANY (…)`:
+    rows keyed by entry are then fetched by index, never by a scan of the whole table,
+    whatever the planner estimates."""
+    return f"ARRAY(SELECT e.id FROM ledger.entry AS e WHERE e.effective_at >= {literal(since.isoformat())}::date)"
 
 
 def keys_sql(target: Target, relation: str) -> str:

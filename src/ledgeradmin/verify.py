@@ -165,22 +165,14 @@ def _timed(check, *args):
     return report
 
 
-def _recent_entries(since: dt.date) -> str:
-    """An array of the ids of the entries dated on or after ``since``, for `x = ANY (…)`:
-    rows keyed by entry are then fetched by index, never by a scan of the whole table,
-    whatever the planner estimates."""
-    return f"ARRAY(SELECT e.id FROM ledger.entry AS e WHERE e.effective_at >= {literal(since.isoformat())}::date)"
-
-
 def _postings(rule: Rule, since: dt.date | None) -> str:
-    recent = f"\n  AND p.entry_id = ANY ({_recent_entries(since)})" if since is not None else ""
+    recent = f"\n  AND p.entry_id = ANY ({compiler.recent_entries(since)})" if since is not None else ""
     return fill(template("queries/verify_postings.sql"), recent=recent, rule=literal(rule.name)).rstrip()
 
 
 def _source(rule: Rule, target: catalog.Target, since: dt.date | None) -> str:
-    if since is None:
-        return target.ident
-    return f"(SELECT * FROM {target.ident} AS r WHERE ({rule.date}) >= {literal(since.isoformat())}::date)"
+    window = compiler.since_window(rule, since)
+    return target.ident if window is None else f"(SELECT * FROM {target.ident} AS r WHERE {window})"
 
 
 def _verify_rule_safely(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int) -> RuleReport:
@@ -250,10 +242,12 @@ def _parts(rule: Rule, target: catalog.Target, since: dt.date | None) -> dict[st
     )
 
 
-def orphaned(conn, rule: Rule, target: catalog.Target) -> int:
+def orphaned(conn, rule: Rule, target: catalog.Target, since: dt.date | None = None) -> int:
     """The rule's live postings without a desired posting (verify's orphaned: what backfill
-    reverses), counted in the current transaction. Raises what evaluating the rule raises."""
-    return conn.execute(fill(template("queries/verify_orphaned.sql"), **_parts(rule, target, None))).fetchone()[0]
+    reverses), counted in the current transaction; with ``since``, as `verify --since`
+    counts them. Raises what evaluating the rule raises."""
+    parts = _parts(rule, target, since if rule.date else None)
+    return conn.execute(fill(template("queries/verify_orphaned.sql"), **parts)).fetchone()[0]
 
 
 def _verify_ledger(conn, since: dt.date | None, detailed: bool, max_keys: int) -> LedgerReport:
@@ -262,7 +256,7 @@ def _verify_ledger(conn, since: dt.date | None, detailed: bool, max_keys: int) -
         day = f"{literal(since.isoformat())}::date"
         filters = {
             "entries": f"AND e.effective_at >= {day}",
-            "lines": f"(SELECT l.* FROM ledger.line AS l WHERE l.entry_id = ANY ({_recent_entries(since)}))",
+            "lines": f"(SELECT l.* FROM ledger.line AS l WHERE l.entry_id = ANY ({compiler.recent_entries(since)}))",
         }
     exact = fill(template("queries/verify_ledger.sql"), **filters)
     if since is None:
