@@ -840,6 +840,38 @@ def test_backfill_beside_writers_and_a_second_backfill(shop, dsn, shop_config, c
     assert_ledger_balanced(shop)
 
 
+@pytest.mark.parametrize("kind", ["integer", "text"])
+def test_a_key_inserted_again_after_it_was_found_gone_keeps_its_new_entry(conn, connect, monkeypatch, kind):
+    """A writer that inserts a deleted key again, and commits, between backfill's search
+    for gone keys and its reconcile, has posted the row: backfill leaves that entry live."""
+    from ledgeradmin import backfill as backfill_module
+
+    column = "no integer" if kind == "integer" else "code text"
+    conn.execute(f"CREATE TABLE public.tickets ({column} PRIMARY KEY, amount numeric NOT NULL)")
+    key = "no" if kind == "integer" else "code"
+    config = parse_config({"accounts": ACCOUNTS, "rules": {"ticket": {
+        "source": "public.tickets",
+        "lines": [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}]}}})
+    install(conn, config)
+    values = [(5, 10), (6, 11)] if kind == "integer" else [("e", 10), ("f", 11)]
+    conn.cursor().executemany("INSERT INTO public.tickets VALUES (%s, %s)", values)
+    untracked(conn, f"DELETE FROM public.tickets WHERE {key} = ANY(%s)", ([v[0] for v in values],))
+    writer = connect(autocommit=True)
+    found_gone = backfill_module._outside_rows
+
+    def insert_again_then(*args):  # runs after the gone keys are found, before their reconcile
+        if not writer.execute("SELECT count(*) FROM public.tickets").fetchone()[0]:
+            writer.execute("INSERT INTO public.tickets VALUES (%s, 20)", (values[0][0],))
+        return found_gone(*args)
+
+    monkeypatch.setattr(backfill_module, "_outside_rows", insert_again_then)
+    (summary,) = backfill(conn, config).rules
+    assert summary.reversed == 1  # the other key, gone for good
+    live = live_ledger(conn, "ticket")
+    assert set(live) == {str(values[0][0])} and live[str(values[0][0])][1][0][2] == 20
+    assert verify(conn, config).ok
+
+
 # --------------------------------------------------------------------------- 5. terminated mid-run
 
 

@@ -102,8 +102,15 @@ class _Batch:
         )
         self.none = f"(SELECT * FROM {target.ident} AS r WHERE false)"
 
-    def statement(self, with_rows: bool, limit: int | None) -> str:
-        keys = ["SELECT g.source_key, g.key_num FROM unnest(__GONE__::text[], __GONE_NUM__::bigint[]) AS g (source_key, key_num)"]
+    def statement(self, with_rows: bool, limit: int | None, with_gone: bool = False) -> str:
+        """Reconcile the rows of the key arrays and the gone keys. A gone key whose row
+        exists again (inserted by a writer that committed after the key was found gone) is
+        left out: that writer's trigger posted it, and the rows were read in this statement."""
+        gone = "SELECT g.source_key, g.key_num FROM unnest(__GONE__::text[], __GONE_NUM__::bigint[]) AS g (source_key, key_num)"
+        if with_gone:
+            match = compiler.row_match(self.target, "g.source_key", "g.key_num")
+            gone += f"\nWHERE NOT EXISTS (SELECT FROM {self.target.ident} AS r WHERE {match})"
+        keys = [gone]
         if with_rows:
             keys.insert(0, compiler.keys_sql(self.target, self.relation))
         text = compiler.reconcile_sql(
@@ -511,7 +518,7 @@ def _reconcile(conn, batch: _Batch, rows: list[tuple], gone: list[tuple], summar
     try:
         with conn.transaction():
             posted, reversed_, reposted = conn.execute(
-                batch.statement(bool(rows), budget[0]), batch.params(rows, gone)
+                batch.statement(bool(rows), budget[0], bool(gone)), batch.params(rows, gone)
             ).fetchone()
     except psycopg.Error as exc:
         if not rows or not _is_row_error(exc):
