@@ -1,14 +1,18 @@
-"""report trial-balance and report account: totals from the journal, traceable lines."""
+"""report trial-balance, account and journal: totals from the journal, traceable lines."""
 
+import contextlib
 import csv
+import datetime as dt
 import io
 import json
 from decimal import Decimal
 
+import pytest
 from click.testing import CliRunner
 
 from ledgeradmin.cli import main
-from ledgeradmin.report import account_ledger, trial_balance
+from ledgeradmin.output import emit_json, emit_rows, table_blocks
+from ledgeradmin.report import account_ledger, journal, trial_balance
 
 
 def write_day(conn):
@@ -36,8 +40,6 @@ def test_trial_balance_nets_to_zero_per_currency_and_matches_the_sources(shop):
 
 def test_trial_balance_as_of_a_date_leaves_later_entries_out(shop):
     write_day(shop)
-    import datetime as dt
-
     rows = trial_balance(shop, dt.date(2026, 1, 31))
     assert {r["currency"] for r in rows} == {"USD"}
     # sale a: the original (119) and its repost (238) keep the sale's date; the reversal of
@@ -71,3 +73,63 @@ def test_report_cli_formats(shop, dsn):
     assert [r["source_key"] for r in rows] == ["1", "1"]
     unknown = runner.invoke(main, ["report", "account", "9999", "--dsn", dsn])
     assert unknown.exit_code == 2 and "unknown account" in unknown.stderr
+
+
+def test_journal_lists_every_line_in_date_order_and_one_row_s_history(shop):
+    write_day(shop)
+    lines = list(journal(shop))
+    entries = shop.execute("SELECT count(*), (SELECT count(*) FROM ledger.line) FROM ledger.entry").fetchone()
+    assert (len({line["entry"] for line in lines}), len(lines)) == entries
+    assert [(line["effective_at"], line["entry"], line["line_no"]) for line in lines] == sorted(
+        (line["effective_at"], line["entry"], line["line_no"]) for line in lines)
+    # sale a: posted, reversed (dated today), reposted; every entry balances
+    history = list(journal(shop, rule="sale", source_key="1"))
+    by_entry: dict[int, list] = {}
+    for line in history:
+        by_entry.setdefault(line["entry"], []).append(line)
+    original, repost, reversal = sorted(by_entry, key=lambda e: (by_entry[e][0]["effective_at"], e))
+    assert by_entry[reversal][0]["reverses"] == original and by_entry[repost][0]["reverses"] is None
+    assert all(sum(line["debit"] - line["credit"] for line in ls) == 0 for ls in by_entry.values())
+    assert {line["debit"] for line in by_entry[repost] if line["account"] == "1100"} == {Decimal("238")}
+    january = list(journal(shop, dt.date(2026, 1, 11), dt.date(2026, 1, 31)))
+    assert {line["source_key"] for line in january} == {"2"}
+    assert list(journal(shop, rule="payment")) == []
+
+
+def test_journal_cli_streams_every_format(shop, dsn):
+    write_day(shop)
+    runner = CliRunner()
+    args = ["report", "journal", "--rule", "sale", "--key", "1", "--dsn", dsn]
+    as_json = json.loads(runner.invoke(main, [*args, "--json"]).stdout)
+    as_csv = list(csv.DictReader(io.StringIO(runner.invoke(main, [*args, "--csv"]).stdout)))
+    table = runner.invoke(main, args).stdout.splitlines()
+    assert len(as_json) == len(as_csv) == len(table) - 1 == 9
+    assert {r["memo"] for r in as_csv} == {"Sale 1 to a", f"Reversal of entry {as_json[0]['entry']}"}
+    assert table[0].split() == ["effective_at", "entry", "posted_at", "rule", "source_key", "reverses", "memo",
+                                "line_no", "account", "currency", "debit", "credit"]
+    assert runner.invoke(main, ["report", "journal", "--rule", "nope", "--json", "--dsn", dsn]).stdout == "[]\n"
+
+
+def test_listings_are_written_as_their_rows_come():
+    """A long listing is never held whole: the table comes in blocks, JSON and CSV row by
+    row; the JSON is the same text as the whole list's."""
+    def rows(n, fail=False):
+        for i in range(n):
+            yield {"a": i, "b": "x" * (i % 7), "d": Decimal("1.5"), "t": dt.date(2026, 1, 1)}
+        if fail:
+            raise RuntimeError("read past the first block")
+
+    first = next(table_blocks(rows(1500, fail=True), ["a", "b"], block=1000))
+    assert len(first.splitlines()) == 1001
+    for fmt, written in (("table", 1001), ("csv", 1501), ("json", 1500 * 6 + 1)):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(RuntimeError):
+            emit_rows(rows(1500, fail=True), ["a", "b", "d", "t"] if fmt == "json" else ["a", "b"], fmt)
+        assert len(out.getvalue().splitlines()) == written, fmt  # before the rows ran out
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        emit_rows(rows(3), ["a", "b", "d", "t"], "json")
+    whole = io.StringIO()
+    with contextlib.redirect_stdout(whole):
+        emit_json([{c: r[c] for c in ("a", "b", "d", "t")} for r in rows(3)])
+    assert out.getvalue() == whole.getvalue()

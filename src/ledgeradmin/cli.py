@@ -408,12 +408,13 @@ def backfill(dsn, config_path, rules, since, limit, batch_size, max_reversals, a
 
 @main.group()
 def report() -> None:
-    """Reports on the journal: trial balance, account ledger.
+    """Reports on the journal: trial balance, account ledger, the journal itself.
 
     \b
     Example:
       ledgeradmin report trial-balance
       ledgeradmin report account 1100 --json
+      ledgeradmin report journal --rule sale --key 42
     """
 
 
@@ -460,9 +461,35 @@ def account_report(dsn, code, date_from, date_to, fmt) -> None:
     columns = ["effective_at", "entry", "rule", "source_key", "reverses", "memo", "currency", "debit", "credit",
                "balance"]
     with connect(dsn) as conn:
-        rows = list(account_ledger(conn, code, date_from.date() if date_from else None,
-                                   date_to.date() if date_to else None))
-    emit_rows(rows, columns, fmt, right=columns[7:])
+        rows = account_ledger(conn, code, date_from.date() if date_from else None, date_to.date() if date_to else None)
+        emit_rows(rows, columns, fmt, right=columns[7:])
+
+
+@report.command("journal")
+@dsn_option
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE", help="First day (UTC).")
+@click.option("--to", "date_to", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE", help="Last day (UTC).")
+@click.option("--rule", metavar="NAME", help="Only the entries of this rule.")
+@click.option("--key", "source_key", metavar="KEY",
+              help="Only the entries of this source key (a row's history: its entries and their reversals).")
+@format_option
+@handle_errors
+def journal_report(dsn, date_from, date_to, rule, source_key, fmt) -> None:
+    """The journal: entries in date order with their lines, each traceable to its source row.
+
+    \b
+    Example:
+      ledgeradmin report journal --from 2026-11-01 --to 2026-11-30 --csv > journal.csv
+      ledgeradmin report journal --rule sale --key 42
+    """
+    from .report import journal
+
+    columns = ["effective_at", "entry", "posted_at", "rule", "source_key", "reverses", "memo", "line_no", "account",
+               "currency", "debit", "credit"]
+    with connect(dsn) as conn:
+        rows = journal(conn, date_from.date() if date_from else None, date_to.date() if date_to else None, rule,
+                       source_key)
+        emit_rows(rows, columns, fmt, right=columns[10:])
 
 
 @main.command()

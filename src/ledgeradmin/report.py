@@ -1,4 +1,4 @@
-"""Reports accountants expect: the trial balance and an account's ledger."""
+"""Reports accountants expect: the trial balance, an account's ledger, the journal."""
 
 from __future__ import annotations
 
@@ -44,15 +44,32 @@ def account_ledger(
     """An account's lines with a running balance, streamed (server-side cursor)."""
     if conn.execute("SELECT 1 FROM ledger.account WHERE code = %s", (account,)).fetchone() is None:
         raise LedgerError(f"unknown account {account!r}", hint="accounts are listed in ledger.account")
+    return _stream(conn, "ledgeradmin_account", template("queries/report_account.sql"),
+                   {"account": account, **_dates(date_from, date_to)})
+
+
+def journal(conn: psycopg.Connection, date_from: dt.date | None = None, date_to: dt.date | None = None,
+            rule: str | None = None, source_key: str | None = None) -> Iterator[dict]:
+    """The journal's lines, entry by entry in date order, streamed (server-side cursor);
+    of one rule and one source key when given (a source row's history: its entries and
+    their reversals)."""
+    filters = "".join(f"\n  AND e.{column} = %({column})s" for column, value
+                      in (("rule", rule), ("source_key", source_key)) if value is not None)
+    query = fill(template("queries/report_journal.sql"), filters=filters)
+    return _stream(conn, "ledgeradmin_journal", query,
+                   {"rule": rule, "source_key": source_key, **_dates(date_from, date_to)})
+
+
+def _dates(date_from: dt.date | None, date_to: dt.date | None) -> dict:
+    """Bounds [from, to) of the days from ``date_from`` to ``date_to``, inclusive (UTC)."""
+    return {"from": date_from or dt.date.min.replace(year=1),
+            "to": (date_to + dt.timedelta(days=1)) if date_to else dt.date.max}
+
+
+def _stream(conn: psycopg.Connection, name: str, query: str, params: dict) -> Iterator[dict]:
+    """The rows of ``query`` through a server-side cursor, in UTC."""
     with conn.transaction():
         conn.execute("SET LOCAL TimeZone = 'UTC'")
-        with conn.cursor(name="ledgeradmin_account", row_factory=dict_row) as cur:
-            cur.execute(
-                template("queries/report_account.sql"),
-                {
-                    "account": account,
-                    "from": date_from or dt.date.min.replace(year=1),
-                    "to": (date_to + dt.timedelta(days=1)) if date_to else dt.date.max,
-                },
-            )
+        with conn.cursor(name=name, row_factory=dict_row) as cur:
+            cur.execute(query, params)
             yield from cur
