@@ -1318,3 +1318,62 @@ def test_since_retries_every_open_failure_whatever_its_date(base, dsn):
     assert live_ledger(base, "payment")[str(fixed)][0] == OLD
     payment = rule_of(run_verify(dsn, "--rule", "payment")[1], "payment")
     assert (payment["missing"], payment["failed"], payment["orphaned"], payment["drifted"]) == (1, 1, 0, 0)
+
+
+# --------------------------------------------------------------------------- 8. what a run writes
+
+
+def locked_ids(conn) -> set[int]:
+    """Sales whose row carries a lock (a row lock is a write: xmax is set, WAL is written)."""
+    return {r[0] for r in conn.execute("SELECT id FROM public.sales WHERE xmax::text <> '0'")}
+
+
+def test_rows_in_sync_are_read_not_locked(shop):
+    """Backfill locks only the rows it repairs while most rows of a batch are in sync, and
+    every row of a batch where more than half need repair (one pass, as a first backfill
+    posts everything); it goes back once a batch is mostly in sync."""
+    config = parse_config({"accounts": {**ACCOUNTS, "1000": {"name": "Cash", "type": "asset"}}, "rules": {"s": {
+        "source": "public.sales", "date": "sold_at",
+        "lines": [{"account": "1100", "debit": "total"}, {"account": "4000", "credit": "total"}]}}})
+    install(shop, config)
+    untracked(shop, "INSERT INTO public.sales (id, customer, total) SELECT g, 'c', g FROM generate_series(1, 10) g")
+    assert backfill(shop, config, batch_size=5).rules[0].posted == 10
+    assert locked_ids(shop) == set(range(1, 11))  # all missing: every row locked
+    untracked(shop, "UPDATE public.sales SET total = total + 100 WHERE id <= 10")  # new versions, unlocked
+    assert backfill(shop, config, batch_size=5).rules[0].reposted == 10
+    shop.execute("INSERT INTO public.sales (id, customer, total) SELECT g, 'c', g FROM generate_series(21, 30) g")
+    untracked(shop, "INSERT INTO public.sales (id, customer, total) SELECT g, 'c', g FROM generate_series(11, 20) g")
+    shop.execute("VACUUM (FREEZE) public.sales")
+    assert locked_ids(shop) == set()
+    (summary,) = backfill(shop, config, batch_size=5).rules
+    assert (summary.scanned, summary.posted) == (30, 10)
+    # 1-5, 6-10 in sync: read; 11-15 missing: locked; 16-20 after a batch all repaired:
+    # locked with the batch; 21-25 the same, though in sync; 26-30 after a batch in sync: read
+    assert locked_ids(shop) == set(range(11, 26))
+    assert verify(shop, config).ok
+
+
+def test_a_failure_open_on_a_row_in_sync_is_resolved(shop, shop_config):
+    """A row whose posting is what it should be, but whose failure is still open (the row
+    was put back while its trigger was off), is locked and reconciled: the failure is
+    resolved."""
+    key = scalar(shop, "INSERT INTO public.payment_vouchers (payee, amount, method, status, paid_at) "
+                       "VALUES ('p', 64.5, 'cash', 'paid', %s) RETURNING id", (OLD,))
+    shop.execute("UPDATE public.payment_vouchers SET paid_at = NULL WHERE id = %s", (key,))  # deferred: fails
+    assert scalar(shop, "SELECT count(*) FROM ledger.failure WHERE resolved_at IS NULL") == 1
+    untracked(shop, "UPDATE public.payment_vouchers SET paid_at = %s WHERE id = %s", (OLD, key))
+    (report,) = verify(shop, shop_config, ["payment"]).rules
+    assert (report.missing, report.drifted, report.failed) == (0, 0, 1)
+    (summary,) = backfill(shop, shop_config, ["payment"]).rules
+    assert summary.repaired == 0 and summary.failed == 0
+    assert scalar(shop, "SELECT count(*) FROM ledger.failure WHERE resolved_at IS NULL") == 0
+    assert verify(shop, shop_config, ["payment"]).ok
+
+
+def test_a_missing_row_that_cannot_post_is_tried_among_rows_in_sync(base, shop_config):
+    """A row without a fingerprint (its date is NULL) in a batch otherwise in sync is still
+    tried, and its failure recorded."""
+    key = untracked(base, "INSERT INTO public.payment_vouchers (payee, amount, method, status) "
+                          "VALUES ('late', 5, 'cash', 'paid') RETURNING id")[0][0]
+    (summary,) = backfill(base, shop_config, ["payment"]).rules
+    assert (summary.failed, summary.failed_keys) == (1, [str(key)])

@@ -2,8 +2,9 @@
 trigger runs — posting what is missing, reversing orphans, reversing and reposting drift,
 retrying deferred failures.
 
-Per rule, batches in key order (keyset pagination); each batch locks its source rows
-(SKIP LOCKED: never waits for a writer) and reconciles them in one set-based statement,
+Per rule, batches in key order (keyset pagination); each batch locks the source rows it
+repairs (SKIP LOCKED: never waits for a writer; rows in sync are only read) and reconciles
+them in one set-based statement,
 reverses the live postings of rows that are gone within its key range, and commits on its
 own. A batch that fails is bisected until the failing rows are isolated; those are
 recorded in ledger.failure and the run goes on. Killed at any moment, a re-run converges.
@@ -122,26 +123,38 @@ class _Batch:
             text = text.replace(f"__ARRAY{i}__", f"%(k{i})s")
         return text.replace("__GONE__", "%(gone)s").replace("__GONE_NUM__", "%(gone_num)s")
 
-    def locked_statement(self, batch_size: int, after: bool, limit: int | None) -> str:
+    def locked_statement(self, batch_size: int, after: bool, limit: int | None, stale_only: bool = False) -> str:
         """The fast path of one batch, in one statement: lock the next rows in key order
         (queries/backfill_lock_rows.sql) and reconcile them; returns the counts, the rows
-        locked and the last key locked (one column each)."""
+        read and the last key read (one column each). ``stale_only``: read the next rows
+        without a lock and lock only those whose posting is not what it should be
+        (queries/backfill_stale_rows.sql)."""
         key_cols = [compiler.sql.Identifier(k).as_string(None) for k in self.target.key]
-        locked = fill(
-            template("queries/backfill_lock_rows.sql"),
-            source=self.target.ident,
-            after=(f"({self.key_columns}) > ({', '.join(f'__AFTER{i}__' for i in range(len(key_cols)))})"
-                   if after else "true"),
-            window=self.window or "true",
-            key_columns=self.key_columns,
-            batch_size=str(int(batch_size)),
-        ).rstrip()
+        after_sql = (f"({self.key_columns}) > ({', '.join(f'__AFTER{i}__' for i in range(len(key_cols)))})"
+                     if after else "true")
+        values = dict(source=self.target.ident, after=after_sql, window=self.window or "true",
+                      key_columns=self.key_columns, batch_size=str(int(batch_size)))
+        if stale_only:
+            read = "candidates"
+            prelude = fill(
+                template("queries/backfill_stale_rows.sql"), **values,
+                candidate_keys=compiler.keys_sql(self.target, "candidates"),
+                desired=compiler.desired_sql(self.rule, self.target, "candidates", fenced=False),
+                rule=literal(self.rule.name),
+                link_match=compiler.link_match(self.target, "ck", exact=False),  # a range of keys
+                join_on="p.key_num = d.key_num" if self.target.integer_key else "p.source_key = d.source_key",
+                candidate_columns=", ".join(f"c.{c}" for c in key_cols),
+                candidate_key=compiler.key_text(self.target, "c"),
+            ).rstrip()
+        else:
+            read = "locked"
+            prelude = f"locked AS MATERIALIZED (\n{fill(template('queries/backfill_lock_rows.sql'), **values).rstrip()}\n)"
         last_order = ", ".join(f"l.{c} DESC" for c in key_cols)
-        last = ", ".join(f"(SELECT l.{c} FROM locked AS l ORDER BY {last_order} LIMIT 1)" for c in key_cols)
+        last = ", ".join(f"(SELECT l.{c} FROM {read} AS l ORDER BY {last_order} LIMIT 1)" for c in key_cols)
         text = compiler.reconcile_sql(
             self.rule, self.target, "locked", compiler.keys_sql(self.target, "locked"),
-            result=f"{compiler.COUNTS_RESULT}, (SELECT count(*) FROM locked), {last}", limit=limit,
-            prelude=f"locked AS MATERIALIZED (\n{locked}\n), ",
+            result=f"{compiler.COUNTS_RESULT}, (SELECT count(*) FROM {read}), {last}", limit=limit,
+            prelude=f"{prelude}, ",
         )
         text = text.replace("%", "%%")
         for i in range(len(key_cols)):
@@ -378,17 +391,21 @@ def _backfill_rule(conn, batch: _Batch, summary: RuleSummary, budget, batch_size
     # live postings of deleted rows: walked with the batches' key ranges when they can be,
     # else (text keys; --since, whose postings are found by date) in one pass at the end
     per_batch = target.integer_key and batch.since is None
+    # Lock only the rows to repair while at most half of a batch's rows need repair (a table
+    # mostly in sync is then only read); lock every row read, in the same pass, otherwise.
+    stale_only = [True]
 
     def one_batch() -> tuple[int, tuple | None]:
-        """Lock and reconcile the next batch: (rows locked, last key locked)."""
+        """Lock and reconcile the next batch: (rows read, last key read)."""
         with conn.transaction():
             catalog.pin_settings(conn, every_row=True)
             try:
                 with conn.transaction():
-                    query = batch.locked_statement(batch_size, last is not None, budget[0])
+                    query = batch.locked_statement(batch_size, last is not None, budget[0], stale_only[0])
                     posted, reversed_, reposted, scanned, *last_key = conn.execute(
                         query, _after_params(last)).fetchone()
                 _count(summary, budget, posted, reversed_, reposted)
+                stale_only[0] = 2 * (posted + reversed_ + reposted) <= scanned
                 return scanned, (tuple(last_key) if scanned else None)
             except psycopg.Error as exc:
                 if not _is_row_error(exc):

@@ -153,17 +153,20 @@ def one_key_sql(target: Target, text_expr: str) -> str:
     return f"SELECT {text_expr} AS source_key, {num} AS key_num"
 
 
-def link_match(target: Target) -> str:
-    """Condition on ledger.posting p selecting the links of the keys in CTE k, in the index
+def link_match(target: Target, keys: str = "k", *, exact: bool = True) -> str:
+    """Condition on ledger.posting p selecting the links of the keys in CTE ``keys``, in the index
     on (rule, key_num, source_key): each key looked up (= ANY of an array), and the scan
     bounded by the least and greatest key. The bounds matter when the planner's statistics
     predate the rule's links (a rule installed or loaded since the last ANALYZE, or links
     written earlier in the transaction): it may then deem the rule alone selective enough
-    and look no further than the index's first column, reading every link of the rule."""
+    and look no further than the index's first column, reading every link of the rule.
+    Not ``exact``: every link in those bounds (one range read, for keys that fill most of
+    their range: the caller matches the links to its keys)."""
     column = "p.key_num" if target.integer_key else "p.source_key"
-    key = "k.key_num" if target.integer_key else "k.source_key"
-    match = (f"{column} = ANY (ARRAY(SELECT {key} FROM k))\n"
-             f"      AND {column} BETWEEN (SELECT min({key}) FROM k) AND (SELECT max({key}) FROM k)")
+    key = f"{keys}.key_num" if target.integer_key else f"{keys}.source_key"
+    match = f"{column} BETWEEN (SELECT min({key}) FROM {keys}) AND (SELECT max({key}) FROM {keys})"
+    if exact:
+        match = f"{column} = ANY (ARRAY(SELECT {key} FROM {keys}))\n      AND {match}"
     return match if target.integer_key else f"p.key_num IS NULL\n      AND {match}"
 
 
