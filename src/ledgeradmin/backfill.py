@@ -3,11 +3,11 @@ trigger runs — posting what is missing, reversing orphans, reversing and repos
 retrying deferred failures.
 
 Per rule, batches in key order (keyset pagination); each batch locks the source rows it
-repairs (SKIP LOCKED: never waits for a writer; rows in sync are only read) and reconciles
-them in one set-based statement,
-reverses the live postings of rows that are gone within its key range, and commits on its
-own. A batch that fails is bisected until the failing rows are isolated; those are
-recorded in ledger.failure and the run goes on. Killed at any moment, a re-run converges.
+repairs (SKIP LOCKED: never waits for a writer; rows in sync are only read), reconciles
+them in one set-based statement, reverses the live postings of rows that are gone within
+its key range, and commits on its own. A batch that fails is bisected until the failing
+rows are isolated; those are recorded in ledger.failure and the run goes on. Killed at any
+moment, a re-run converges.
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ class _Batch:
         ).replace("%", "%%").replace("__BOUNDS__", bounds)
 
     def outside(self, row_match: str) -> str:
-        """Whether the key's row exists: for a key whose row is not in the window, that it
-        is outside it (false without a window, where such a key's row is gone)."""
+        """SQL telling whether the row of a key without a row in the window exists, i.e. lies
+        outside it; without a window such a key's row is gone: false."""
         return f"EXISTS (SELECT FROM {self.target.ident} AS r WHERE {row_match})" if self.window else "false"
 
     def params(self, rows: list[tuple], gone: list[tuple[str, int | None]]) -> dict:
@@ -475,9 +475,10 @@ def _outside_rows(conn, batch: _Batch, keys: list[tuple]) -> list[tuple]:
         return []
     if batch.target.integer_key:
         column = compiler.qualified("r", batch.target.key)[0]  # compared as it is: by its index
-        match, values = f"{column} = ANY (%(keys)s::bigint[])", [k[1] for k in keys]
+        match, values = f"{column.replace('%', '%%')} = ANY (%(keys)s::bigint[])", [k[1] for k in keys]
     else:
-        match, values = f"{compiler.key_text(batch.target)} = ANY (%(keys)s::text[])", [k[0] for k in keys]
+        key = compiler.key_text(batch.target).replace("%", "%%")
+        match, values = f"{key} = ANY (%(keys)s::text[])", [k[0] for k in keys]
     return conn.execute(batch.lock_sql(match, len(keys), in_window=False), {"keys": values}).fetchall()
 
 
