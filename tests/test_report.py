@@ -5,6 +5,8 @@ import csv
 import datetime as dt
 import io
 import json
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -133,3 +135,15 @@ def test_listings_are_written_as_their_rows_come():
     with contextlib.redirect_stdout(whole):
         emit_json([{c: r[c] for c in ("a", "b", "d", "t")} for r in rows(3)])
     assert out.getvalue() == whole.getvalue()
+
+
+def test_a_report_cut_short_by_its_reader_ends_quietly(shop, dsn):
+    """`ledgeradmin report journal | head`: the report stops at the closed pipe, its cursor
+    and connection end cleanly, nothing is printed on stderr."""
+    shop.execute("INSERT INTO public.sales (customer, total, tax) SELECT 'c' || g, g, 0 FROM generate_series(1, 3000) g")
+    proc = subprocess.Popen([sys.executable, "-m", "ledgeradmin", "report", "journal", "--dsn", dsn],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().split()[:2] == [b"effective_at", b"entry"]
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1 and stderr == b""

@@ -5,6 +5,7 @@ Exit codes: 0 ok; 1 a check found problems; 2 usage, config or connection error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
@@ -462,7 +463,8 @@ def account_report(dsn, code, date_from, date_to, fmt) -> None:
                "balance"]
     with connect(dsn) as conn:
         rows = account_ledger(conn, code, date_from.date() if date_from else None, date_to.date() if date_to else None)
-        emit_rows(rows, columns, fmt, right=columns[7:])
+        with contextlib.closing(rows):  # ends its cursor first when the output stops early (`| head`)
+            emit_rows(rows, columns, fmt, right=columns[7:])
 
 
 @report.command("journal")
@@ -489,7 +491,8 @@ def journal_report(dsn, date_from, date_to, rule, source_key, fmt) -> None:
     with connect(dsn) as conn:
         rows = journal(conn, date_from.date() if date_from else None, date_to.date() if date_to else None, rule,
                        source_key)
-        emit_rows(rows, columns, fmt, right=columns[10:])
+        with contextlib.closing(rows):  # ends its cursor first when the output stops early (`| head`)
+            emit_rows(rows, columns, fmt, right=columns[10:])
 
 
 @main.command()
