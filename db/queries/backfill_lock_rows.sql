@@ -1,5 +1,6 @@
--- The next batch of source rows of one rule in key order, whole, locked so that no writer
--- changes them while the batch is reconciled (in the same statement, as a CTE). Rows a
+-- The next batch of source rows of one rule in key order (in the --since window), whole,
+-- locked so that no writer changes them while the batch is reconciled (in the same
+-- statement, as a CTE); the form for batches with much to repair. Rows a
 -- writer holds are skipped, never waited for: that writer's own trigger posts them, and a
 -- later run picks up anything left.
 SELECT r.*
