@@ -1377,3 +1377,56 @@ def test_a_missing_row_that_cannot_post_is_tried_among_rows_in_sync(base, shop_c
                           "VALUES ('late', 5, 'cash', 'paid') RETURNING id")[0][0]
     (summary,) = backfill(base, shop_config, ["payment"]).rules
     assert (summary.failed, summary.failed_keys) == (1, [str(key)])
+
+
+# --------------------------------------------------------------------------- 9. --key
+
+
+def test_key_repairs_those_rows_only_and_its_dry_run_is_exact(base, dsn):
+    in_sync, drifted, gone = add_sales(base, 3)
+    untracked(base, "UPDATE public.sales SET total = total + 1 WHERE id = %s", (drifted,))
+    untracked(base, "DELETE FROM public.sales WHERE id = %s", (gone,))
+    missing, other = add_sales(base, 2, tracked=False)
+    args = ["--rule", "sale", *(f"--key={k}" for k in (in_sync, drifted, gone, missing, 999999))]
+    before = snapshot(base)
+    code, dry = run_backfill(dsn, *args, "--dry-run")
+    assert snapshot(base) == before and code == 0 and dry["dry_run"] is True
+    code, doc = run_backfill(dsn, *args)
+    assert code == 0
+    for result in (dry, doc):
+        sale = summary_of(result, "sale")
+        assert (sale["scanned"], sale["posted"], sale["reversed"], sale["reposted"]) == (3, 1, 1, 1)
+    sale = rule_of(run_verify(dsn, "--rule", "sale")[1], "sale")
+    assert (sale["missing"], sale["drifted"], sale["orphaned"], sale["keys"]) == (1, 0, 0, {"missing": [str(other)]})
+
+
+@pytest.mark.parametrize("kind", ["text", "composite"])
+def test_key_of_a_rule_keyed_otherwise(conn, kind):
+    ddl, key, key_sql = KEYED_TABLES[kind]
+    conn.execute(ddl)
+    config = parse_config({"accounts": ACCOUNTS, "rules": {"gift": {
+        "source": "public.gift_cards", "key": key, "date": "issued_at",
+        "lines": [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}]}}})
+    install(conn, config)
+    for i in range(4):
+        values = {**_key_values(kind, i), "amount": 10, "state": "issued", "issued_at": OLD}
+        untracked(conn, f"INSERT INTO public.gift_cards ({', '.join(values)}) VALUES "
+                        f"({', '.join(['%s'] * len(values))})", list(values.values()))
+    keys = [r[0] for r in conn.execute(f"SELECT {key_sql} FROM public.gift_cards ORDER BY 1")]
+    (summary,) = backfill(conn, config, keys=keys[1:3]).rules
+    assert (summary.scanned, summary.posted) == (2, 2)
+    assert set(live_ledger(conn, "gift")) == set(keys[1:3])
+
+
+def test_key_refuses_what_it_cannot_mean(base, dsn):
+    def refused(*args):
+        result = cli("backfill", "--dsn", dsn, "--config", str(SHOP_CONFIG), *args)
+        assert result.exit_code == 2, result.output
+        return result.stderr
+
+    before = snapshot(base)
+    assert "needs exactly one --rule" in refused("--key", "1")
+    assert "needs exactly one --rule" in refused("--rule", "sale", "--rule", "payment", "--key", "1")
+    assert "key 'x1' is not an integer" in refused("--rule", "sale", "--key", "x1")
+    assert "exclude each other" in refused("--rule", "sale", "--key", "1", "--since", "2026-01-01")
+    assert snapshot(base) == before

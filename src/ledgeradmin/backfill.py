@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import psycopg
@@ -220,6 +220,7 @@ def backfill(
     max_reversals: int | None = DEFAULT_MAX_REVERSALS,
     allow_identical: bool = False,
     since: dt.date | None = None,
+    keys: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> BackfillResult:
     """Repair the selected rules. Commits once per batch (``conn`` must be idle, autocommit).
@@ -227,6 +228,10 @@ def backfill(
     ``since``: only the rows whose rule `date` is on or after that day, and the live
     postings dated so (rules without a `date` are repaired whole), as `verify --since`
     checks them; open failures are retried whatever their date.
+
+    ``keys``: only the rows of these source keys of the one rule selected (as verify and
+    the reports show them), reconciled in one transaction whether they look in sync or
+    not; with ``dry_run`` the same, rolled back (exact counts).
 
     ``dry_run`` changes nothing: it reports what verify finds, i.e. what would be repaired.
     ``max_reversals``: refuse, before any change, when a rule has more live entries to
@@ -237,6 +242,10 @@ def backfill(
     require_schema(conn)
     started = time.monotonic()
     _require_every_row(conn, config, names)
+    if keys:
+        if since is not None:
+            raise LedgerError("backfill --key and --since exclude each other: the keys name their rows")
+        return _backfill_keys(conn, config, names, list(keys), dry_run, allow_identical, started)
     if dry_run:
         return _dry_run(conn, config, names, limit, detailed, max_keys, max_reversals, allow_identical, since,
                         started)
@@ -473,13 +482,63 @@ def _outside_rows(conn, batch: _Batch, keys: list[tuple]) -> list[tuple]:
     are dated before it), skipping rows a writer holds, as the batches do."""
     if not keys:
         return []
-    if batch.target.integer_key:
-        column = compiler.qualified("r", batch.target.key)[0]  # compared as it is: by its index
-        match, values = f"{column.replace('%', '%%')} = ANY (%(keys)s::bigint[])", [k[1] for k in keys]
-    else:
-        key = compiler.key_text(batch.target).replace("%", "%%")
-        match, values = f"{key} = ANY (%(keys)s::text[])", [k[0] for k in keys]
+    match, values = _key_match(batch, keys)
     return conn.execute(batch.lock_sql(match, len(keys), in_window=False), {"keys": values}).fetchall()
+
+
+def _key_match(batch: _Batch, keys: list[tuple]) -> tuple[str, list]:
+    """Condition on source row r matching ``keys`` ((source_key, key_num) pairs), with its
+    parameter %(keys)s: by the key column itself (its index) for an integer key."""
+    if batch.target.integer_key:
+        column = compiler.qualified("r", batch.target.key)[0]
+        return f"{column.replace('%', '%%')} = ANY (%(keys)s::bigint[])", [k[1] for k in keys]
+    key = compiler.key_text(batch.target).replace("%", "%%")
+    return f"{key} = ANY (%(keys)s::text[])", [k[0] for k in keys]
+
+
+def _backfill_keys(conn, config: Config, names, keys: list[str], dry_run: bool, allow_identical: bool,
+                   started: float) -> BackfillResult:
+    """Reconcile the rows of the given source keys of one rule in one transaction (their rows
+    locked, skipping any a writer holds; a key without a row: its entry reversed); a dry run
+    does it all and rolls it back."""
+    rules = config.select(names)
+    if len(rules) != 1:
+        raise LedgerError("backfill --key needs exactly one --rule: keys are a rule's",
+                          hint=f"rules: {', '.join(r.name for r in rules)}")
+    (rule,) = rules
+    _require_installed(conn, config, [rule.name])
+    if not allow_identical:
+        _require_no_identical(conn, config, [rule.name])
+    batch = _Batch(rule, catalog.resolve(conn, rule))
+    pairs = _parse_keys(batch, keys)
+    match, values = _key_match(batch, pairs)
+    found_sql = f"SELECT {compiler.key_text(batch.target)} FROM {batch.target.ident} AS r".replace("%", "%%")
+
+    def step() -> RuleSummary:
+        summary = RuleSummary(rule.name, rule.source)
+        with conn.transaction(force_rollback=dry_run):
+            catalog.pin_settings(conn, every_row=True)
+            found = {r[0] for r in conn.execute(f"{found_sql} WHERE {match}", {"keys": values})}
+            rows = conn.execute(batch.lock_sql(match, len(pairs), in_window=False), {"keys": values}).fetchall()
+            _reconcile(conn, batch, rows, [k for k in pairs if k[0] not in found], summary, [None])
+            summary.scanned = len(rows)
+        return summary
+
+    return BackfillResult([_retrying(step)], dry_run, False, time.monotonic() - started)
+
+
+def _parse_keys(batch: _Batch, keys: list[str]) -> list[tuple[str, int | None]]:
+    """(source_key, key_num) of keys given as text, as verify and the reports show them."""
+    if not batch.target.integer_key:
+        return [(k, None) for k in dict.fromkeys(keys)]
+    numbers = []
+    for k in keys:
+        try:
+            numbers.append(int(k))
+        except ValueError:
+            raise LedgerError(f'rule "{batch.rule.name}" is keyed by one integer column ({batch.target.key[0]}): '
+                              f"key {k!r} is not an integer") from None
+    return [(str(n), n) for n in dict.fromkeys(numbers)]
 
 
 # Errors that a row's data causes (bisected and recorded in ledger.failure), by SQLSTATE

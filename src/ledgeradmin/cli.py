@@ -358,6 +358,9 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
 @rule_option
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE",
               help="Only rows whose rule date is on or after DATE (and entries dated so), as `verify --since`.")
+@click.option("--key", "keys", multiple=True, metavar="KEY",
+              help="Only this source key of the one --rule (repeatable), as verify --detailed and report journal "
+                   "show it; the keys are reconciled in one transaction.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Repair at most N rows in this run.")
 @click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(min=1), metavar="N",
               help="Source rows per batch (one transaction each).")
@@ -373,8 +376,8 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
               help="Keys listed per count with --detailed.")
 @json_option
 @handle_errors
-def backfill(dsn, config_path, rules, since, limit, batch_size, max_reversals, allow_identical, dry_run, detailed,
-             max_keys, as_json) -> None:
+def backfill(dsn, config_path, rules, since, keys, limit, batch_size, max_reversals, allow_identical, dry_run,
+             detailed, max_keys, as_json) -> None:
     """Post missing entries, reverse orphans, repost drift, retry deferred failures.
 
     Safe beside live traffic and beside another backfill: each batch locks its rows
@@ -392,6 +395,7 @@ def backfill(dsn, config_path, rules, since, limit, batch_size, max_reversals, a
       ledgeradmin backfill --dry-run --detailed
       ledgeradmin backfill --rule sale --limit 100
       ledgeradmin backfill --since 2026-11-24
+      ledgeradmin backfill --rule sale --key 42
     """
     from .backfill import backfill as run
     from .backfill_report import ProgressReporter, render_text
@@ -401,7 +405,7 @@ def backfill(dsn, config_path, rules, since, limit, batch_size, max_reversals, a
     with connect(dsn) as conn:
         result = run(conn, config, rules, limit=limit, batch_size=batch_size, dry_run=dry_run, detailed=detailed,
                      max_keys=max_keys, max_reversals=max_reversals, allow_identical=allow_identical,
-                     since=since.date() if since else None, progress=reporter)
+                     since=since.date() if since else None, keys=keys, progress=reporter)
     if reporter:
         reporter.close()
     finish(result, as_json, render_text)
