@@ -147,3 +147,26 @@ def test_a_report_cut_short_by_its_reader_ends_quietly(shop, dsn):
     proc.stdout.close()
     stderr = proc.stderr.read()
     assert proc.wait(timeout=60) == 1 and stderr == b""
+
+
+def test_trial_balance_of_a_period_has_opening_balances_and_the_period_s_movements(shop, dsn):
+    write_day(shop)
+    rows = trial_balance(shop, date_from=dt.date(2026, 2, 1))
+    by_key = {(r["account"], r["currency"]): r for r in rows}
+    # sale a: posted twice in January (original and repost); its reversal is dated today
+    assert [by_key[("1100", "USD")][k] for k in ("opening", "debit", "credit", "balance")] == [
+        Decimal("357"), Decimal("0"), Decimal("119"), Decimal("238")]
+    assert [by_key[("1100", "EUR")][k] for k in ("opening", "debit", "balance")] == [0, Decimal("238"), Decimal("238")]
+    assert all(r["opening"] + r["debit"] - r["credit"] == r["balance"] for r in rows)
+    for currency in ("USD", "EUR"):
+        assert sum(r["opening"] for r in rows if r["currency"] == currency) == 0
+    assert "opening" not in trial_balance(shop)[0]
+    january = trial_balance(shop, dt.date(2026, 1, 31), dt.date(2026, 1, 11))
+    assert {(r["account"], r["opening"], r["debit"], r["credit"]) for r in january if r["account"] == "1000"} == {
+        ("1000", 0, Decimal("59.5"), 0)}
+    text = CliRunner().invoke(main, ["report", "trial-balance", "--from", "2026-02-01", "--dsn", dsn]).stdout
+    assert text.splitlines()[0].split() == ["account", "name", "type", "currency", "opening", "debit", "credit",
+                                            "balance"]
+    assert [line.split()[-4:] for line in text.splitlines() if line.startswith("TOTAL")] == [
+        ["0.0000", "119.0000", "119.0000", "0.0000"],  # USD: the reversal dated today
+        ["0.0000", "238.0000", "238.0000", "0.0000"]]  # EUR: sale c, February

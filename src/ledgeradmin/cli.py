@@ -427,23 +427,26 @@ def report() -> None:
 @dsn_option
 @click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE",
               help="Entries effective up to and including DATE (UTC); default: all.")
+@click.option("--from", "date_from", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE",
+              help="A period from DATE (UTC): the opening balance before it, and the period's debits and credits.")
 @format_option
 @handle_errors
-def trial_balance(dsn, as_of, fmt) -> None:
+def trial_balance(dsn, as_of, date_from, fmt) -> None:
     """Per account: debits, credits, balance; per currency the totals net to 0.
 
     \b
     Example:
       ledgeradmin report trial-balance --as-of 2026-12-31
-      ledgeradmin report trial-balance --csv > tb.csv
+      ledgeradmin report trial-balance --from 2026-11-01 --as-of 2026-11-30 --csv > tb.csv
     """
     from .report import trial_balance as run
 
     from .report import with_totals
 
     with connect(dsn) as conn:
-        rows = run(conn, as_of.date() if as_of else None)
-    columns = ["account", "name", "type", "currency", "debit", "credit", "balance"]
+        rows = run(conn, as_of.date() if as_of else None, date_from.date() if date_from else None)
+    columns = ["account", "name", "type", "currency", *(["opening"] if date_from else []), "debit", "credit",
+               "balance"]
     emit_rows(with_totals(rows) if fmt == "table" else rows, columns, fmt, right=columns[4:])
 
 

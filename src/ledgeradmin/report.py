@@ -18,22 +18,30 @@ def _day_after(day: dt.date | None) -> str:
     return f"({literal(day.isoformat())}::date + 1)::timestamptz"
 
 
-def trial_balance(conn: psycopg.Connection, as_of: dt.date | None = None) -> list[dict]:
+def trial_balance(conn: psycopg.Connection, as_of: dt.date | None = None,
+                  date_from: dt.date | None = None) -> list[dict]:
     """Per account and currency: debit, credit, balance of entries effective up to ``as_of``
-    (inclusive, UTC). The totals per currency must net to zero."""
+    (inclusive, UTC). The totals per currency must net to zero. With ``date_from``: also
+    ``opening``, the balance before that day, and debit and credit of the period only."""
+    since = "'-infinity'::timestamptz" if date_from is None else f"{literal(date_from.isoformat())}::date"
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SET LOCAL TimeZone = 'UTC'")
-        cur.execute(fill(template("queries/report_trial_balance.sql"), before=_day_after(as_of)))
-        return cur.fetchall()
+        cur.execute(fill(template("queries/report_trial_balance.sql"), before=_day_after(as_of), since=since))
+        rows = cur.fetchall()
+    if date_from is None:
+        for r in rows:
+            del r["opening"]
+    return rows
 
 
 def with_totals(rows: list[dict]) -> list[dict]:
     """Trial balance rows followed by one TOTAL row per currency (for people)."""
+    amounts = [k for k in ("opening", "debit", "credit", "balance") if rows and k in rows[0]]
     totals: dict[str, dict] = {}
     for r in rows:
         t = totals.setdefault(r["currency"], {"account": "TOTAL", "name": "", "type": "", "currency": r["currency"],
-                                              "debit": 0, "credit": 0, "balance": 0})
-        for k in ("debit", "credit", "balance"):
+                                              **{k: 0 for k in amounts}})
+        for k in amounts:
             t[k] += r[k]
     return [*rows, *totals.values()]
 
