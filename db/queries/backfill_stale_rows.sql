@@ -1,17 +1,12 @@
 -- The fast path of a batch where most rows are in sync: the next rows in key order, read
--- without a lock (candidates), and of those only the rows whose posting is not what it
--- should be, locked (a row lock is a write: locking every row of a table in sync would
--- write all of it to the WAL). "Not what it should be" is verify's comparison
--- (verify_rule.sql): no live posting, no desired posting, or fingerprints that differ; or an
--- open failure. The locked rows are read again, as they are now. Rows a writer holds are
--- skipped, never waited for: that writer's own trigger posts them.
+-- without a lock (candidates: backfill_next_rows.sql), and of those only the rows whose
+-- posting is not what it should be, locked (a row lock is a write: locking every row of a
+-- table in sync would write all of it to the WAL). "Not what it should be" is verify's
+-- comparison (verify_rule.sql): no live posting, no desired posting, or fingerprints that
+-- differ; or an open failure. The locked rows are read again, as they are now. Rows a
+-- writer holds are skipped, never waited for: that writer's own trigger posts them.
 candidates AS MATERIALIZED (
-    SELECT r.*
-    FROM {{source}} AS r
-    WHERE {{after}}
-      AND {{window}}
-    ORDER BY {{key_columns}}
-    LIMIT {{batch_size}}
+{{candidates}}
 ), ck AS MATERIALIZED (
 {{candidate_keys}}
 ), stale AS MATERIALIZED (

@@ -125,7 +125,7 @@ class _Batch:
 
     def locked_statement(self, batch_size: int, after: bool, limit: int | None, stale_only: bool = False) -> str:
         """The fast path of one batch, in one statement: lock the next rows in key order
-        (queries/backfill_lock_rows.sql) and reconcile them; returns the counts, the rows
+        (queries/backfill_next_rows.sql) and reconcile them; returns the counts, the rows
         read and the last key read (one column each). ``stale_only``: read the next rows
         without a lock and lock only those whose posting is not what it should be
         (queries/backfill_stale_rows.sql)."""
@@ -134,10 +134,14 @@ class _Batch:
                      if after else "true")
         values = dict(source=self.target.ident, after=after_sql, window=self.window or "true",
                       key_columns=self.key_columns, batch_size=str(int(batch_size)))
+        next_rows = template("queries/backfill_next_rows.sql")
         if stale_only:
             read = "candidates"
             prelude = fill(
-                template("queries/backfill_stale_rows.sql"), **values,
+                template("queries/backfill_stale_rows.sql"),
+                candidates=fill(next_rows, **values, lock="").rstrip(),
+                key_columns=self.key_columns,
+                source=self.target.ident,
                 candidate_keys=compiler.keys_sql(self.target, "candidates"),
                 desired=compiler.desired_sql(self.rule, self.target, "candidates", fenced=False),
                 rule=literal(self.rule.name),
@@ -148,7 +152,8 @@ class _Batch:
             ).rstrip()
         else:
             read = "locked"
-            prelude = f"locked AS MATERIALIZED (\n{fill(template('queries/backfill_lock_rows.sql'), **values).rstrip()}\n)"
+            locked = fill(next_rows, **values, lock="FOR NO KEY UPDATE OF r SKIP LOCKED").rstrip()
+            prelude = f"locked AS MATERIALIZED (\n{locked}\n)"
         last_order = ", ".join(f"l.{c} DESC" for c in key_cols)
         last = ", ".join(f"(SELECT l.{c} FROM {read} AS l ORDER BY {last_order} LIMIT 1)" for c in key_cols)
         text = compiler.reconcile_sql(
