@@ -782,8 +782,8 @@ def test_every_security_definer_function_resists_search_path_attacks(shop, dsn, 
 
 
 def test_ledger_reader_reads_the_journal_and_nothing_else(shop, dsn, conn):
-    """The auditor role of migration 0002: SELECT on account, entry, line and failure —
-    and not on the source tables, the implementation tables (posting, rule, yoyo's), the
+    """The auditor role of migration 0002: SELECT on account, entry, line and failure (and
+    period_close, 0005) — and not on the source tables, the implementation tables (posting, rule, yoyo's), the
     sequences or any function; no other privilege, attribute or membership."""
     rows = conn.execute("""
         SELECT n.nspname || '.' || c.relname, c.relkind,
@@ -794,7 +794,7 @@ def test_ledger_reader_reads_the_journal_and_nothing_else(shop, dsn, conn):
           AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
     """).fetchall()
     readable = sorted(name for name, _, select, _ in rows if select)
-    assert readable == ["ledger.account", "ledger.entry", "ledger.failure", "ledger.line"]
+    assert readable == ["ledger.account", "ledger.entry", "ledger.failure", "ledger.line", "ledger.period_close"]
     assert [name for name, _, _, write in rows if write] == []
     assert {"public.sales", "ledger.posting", "ledger.rule"} <= {name for name, *_ in rows}
     sequences = conn.execute("""

@@ -88,7 +88,7 @@ def test_migrate_reports_applied_then_up_to_date(dsn, conn):
     first = ok("migrate", "--dsn", dsn)
     assert first.stdout.splitlines() == [
         "applied 0001.ledger-schema", "applied 0002.ledger-reader-role", "applied 0003.posting-fingerprint-bigint",
-        "applied 0004.posting-replica-identity"]
+        "applied 0004.posting-replica-identity", "applied 0005.ledger-closed-periods"]
     second = ok("migrate", "--dsn", dsn)
     assert "up to date" in second.stdout
     assert "applied" not in second.stdout
@@ -375,7 +375,10 @@ def dsn_invocations() -> dict[str, list[str]]:
             args += ["--config", str(SHOP_TOML)]
         if "--from-table" in options:  # init connects only to draft a rule from a table
             args += ["--from-table", "public.sales", "--out", "-"]
-        args += ["1000" for p in command.params if isinstance(p, click.Argument) and p.required]
+        if "--all" in options:  # reopen: DATE or --all
+            args += ["--all"]
+        args += ["2020-01-31" if isinstance(p.type, click.DateTime) else "1000"
+                 for p in command.params if isinstance(p, click.Argument) and p.required]
         out[" ".join(path)] = args
     return out
 

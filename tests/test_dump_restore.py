@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from ledgeradmin.period import close, closed_through
 from ledgeradmin.status import status
 from ledgeradmin.verify import verify
 
@@ -57,6 +58,7 @@ def test_a_dump_restored_is_in_sync_guarded_and_posting(shop, dsn, pg_server, sh
     with shop.transaction():  # a write the triggers never saw: one sale missing
         shop.execute("SET LOCAL session_replication_role = replica")
         shop.execute("INSERT INTO public.sales (customer, total, tax) VALUES ('unseen', 99, 9)")
+    close(shop, shop.execute("SELECT (now() AT TIME ZONE 'UTC')::date - 2").fetchone()[0])
     before = verify(shop, shop_config)
     assert [(r.rule, r.missing, r.failed) for r in before.rules if r.missing or r.failed] == \
         [("sale", 1, 0), ("payment", 1, 1)]  # a failed row is missing too
@@ -92,3 +94,7 @@ def test_a_dump_restored_is_in_sync_guarded_and_posting(shop, dsn, pg_server, sh
                                (last,)).fetchall()
             assert new == [("202", False), ("1", True), ("1", False)]  # posted; reversed and reposted
             assert findings(verify(copy, shop_config)) == findings(before)
+            # and the books closed as before
+            assert closed_through(copy) == closed_through(shop)
+            with pytest.raises(psycopg.errors.CheckViolation, match="closed period"):
+                copy.execute("INSERT INTO public.sales (customer, sold_at, total) VALUES ('late', now() - '3 days'::interval, 1)")

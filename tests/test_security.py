@@ -22,8 +22,8 @@ from ledgeradmin.install import install
 
 SHOP_TOML = Path(__file__).resolve().parents[1] / "examples" / "shop" / "ledger.toml"
 SHOP_TABLES = ("sales", "purchase_requisitions", "payment_vouchers", "manufacturing_orders")
-LEDGER_TABLES = ("account", "entry", "line", "failure", "posting", "rule")
-JOURNAL_TABLES = ("account", "entry", "line", "failure")
+LEDGER_TABLES = ("account", "entry", "line", "failure", "posting", "rule", "period_close")
+JOURNAL_TABLES = ("account", "entry", "line", "failure", "period_close")
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -211,6 +211,8 @@ CALLS = {
     "problem_message": "SELECT ledger.problem_message('23514 unbalanced', '{1,-2}')",
     "refuse_change": "SELECT ledger.refuse_change()",
     "known_account": "SELECT ledger.known_account('1000')",
+    "set_closed_through": "SELECT ledger.set_closed_through('2020-01-31')",
+    "closed_period": "SELECT ledger.closed_period(now(), '2020-01-31')",
 }
 
 

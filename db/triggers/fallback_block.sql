@@ -1,7 +1,8 @@
 -- Template: on_error = "block". The statement's set-based reconcile failed.
 -- First, set-based again, in one subtransaction: the desired postings of new_rows are
--- checked, and the first row with a problem (NULL amount, unknown account, unbalanced …)
--- raises it, naming that row, whatever the statement's size. When no row has a problem,
+-- checked, and the first row with a problem (NULL amount, unknown account, unbalanced …,
+-- or, inserted, a date in the closed period, which ledger.entry would refuse) raises it,
+-- naming that row, whatever the statement's size. When no row has a problem,
 -- an INSERT is reconciled in full (a key reinserted while its live posting remained, say)
 -- and the write goes on.
 -- Otherwise (an expression raised an error, or the full reconcile failed), the rows are
@@ -9,14 +10,19 @@
 -- every row posts, the write goes on; otherwise it fails with an error that names the
 -- rule, the source row and the reason (original SQLSTATE, DETAIL and HINT kept).
         IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            v_through := (SELECT c.closed_through FROM ledger.period_close AS c ORDER BY c.id DESC LIMIT 1);
             BEGIN
-                SELECT d.source_key, d.problem, d.amounts INTO v_key, v_problem, v_amounts
+                SELECT d.source_key, coalesce(d.problem, 'closed'), d.amounts, d.effective_at
+                INTO v_key, v_problem, v_amounts, v_date
                 FROM (
 {{desired_new}}
                 ) AS d
                 WHERE d.problem IS NOT NULL
+                   OR (TG_OP = 'INSERT' AND d.effective_at < v_through + 1)
                 LIMIT 1;
-                IF v_problem IS NOT NULL THEN
+                IF v_problem = 'closed' THEN
+                    PERFORM ledger.closed_period(v_date, v_through);
+                ELSIF v_problem IS NOT NULL THEN
                     PERFORM ledger.posting_problem(v_problem, v_amounts);
                 END IF;
                 IF TG_OP = 'INSERT' THEN

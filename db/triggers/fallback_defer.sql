@@ -1,6 +1,7 @@
 -- Template: on_error = "defer". The statement's set-based reconcile failed.
 -- First, set-based again, in one subtransaction: each row of new_rows whose desired posting
--- has a problem (NULL amount, unknown account, unbalanced …) is recorded in ledger.failure
+-- has a problem (NULL amount, unknown account, unbalanced …, or, inserted, a date in the
+-- closed period, which ledger.entry would refuse) is recorded in ledger.failure
 -- for `ledgeradmin backfill`, and the other rows are reconciled in one statement, whatever
 -- the statement's size. Otherwise (an expression raised an error, or that reconcile
 -- failed) the rows are replayed one by one, each in its own subtransaction: the good rows
@@ -9,15 +10,22 @@
             DECLARE
                 v_bad text[] := '{}';  -- the keys recorded as failures
             BEGIN
-                FOR v_key, v_problem, v_amounts IN
-                    SELECT d.source_key, d.problem, d.amounts
+                v_through := (SELECT c.closed_through FROM ledger.period_close AS c ORDER BY c.id DESC LIMIT 1);
+                FOR v_key, v_problem, v_amounts, v_date IN
+                    SELECT d.source_key, d.problem, d.amounts, d.effective_at
                     FROM (
 {{desired_new}}
                     ) AS d
                     WHERE d.problem IS NOT NULL
+                       OR (TG_OP = 'INSERT' AND d.effective_at < v_through + 1)
                 LOOP
-                    PERFORM ledger.record_failure({{rule}}, v_key, left(v_problem, 5),
-                                                  ledger.problem_message(v_problem, v_amounts), NULL, NULL);
+                    IF v_problem IS NOT NULL THEN
+                        PERFORM ledger.record_failure({{rule}}, v_key, left(v_problem, 5),
+                                                      ledger.problem_message(v_problem, v_amounts), NULL, NULL);
+                    ELSE
+                        PERFORM ledger.record_failure({{rule}}, v_key, '23514', e.message, NULL, e.hint)
+                        FROM ledger.closed_period_error(v_date, v_through) AS e;
+                    END IF;
                     v_bad := array_append(v_bad, v_key);
                 END LOOP;
                 IF TG_OP = 'INSERT' THEN

@@ -27,6 +27,8 @@ DECLARE
     v_count    bigint;
     v_problem  text;
     v_amounts  numeric[];
+    v_through  date;         -- the books are closed through it (ledger.period_close)
+    v_date     timestamptz;
     v_nested   text;
     v_mark     text;
 BEGIN

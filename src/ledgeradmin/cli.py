@@ -248,6 +248,102 @@ def rename(dsn, config_path, old, new, dry_run, lock_timeout, lock_retries) -> N
     _echo_install(result.installed, config, prefix)
 
 
+@main.group(invoke_without_command=True)
+@dsn_option
+@json_option
+@click.pass_context
+@handle_errors
+def period(ctx, dsn, as_json) -> None:
+    """Closed periods: the date the books are closed through, and its changes.
+
+    No entry dated on or before that date (UTC) can be written: a posting that would
+    be is refused (on_error = block) or recorded as a failure (defer). Reversals of
+    older entries are dated when they are written, so deleting an old row still
+    posts. Without a subcommand: what is in force, and the changes, latest first.
+
+    \b
+    Example:
+      ledgeradmin period close 2026-10-31
+      ledgeradmin period reopen 2026-10-01
+      ledgeradmin period
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .period import history
+
+    with connect(dsn) as conn:
+        changes = history(conn)
+    current = changes[0].closed_through if changes else None
+    if as_json:
+        emit_json({"closed_through": current and current.isoformat(), "changes": [c.as_dict() for c in changes]})
+        return
+    click.echo(f"the books are closed through {current}" if current else "every period is open")
+    if changes:
+        click.echo(table([{"closed_through": c.closed_through or "(all open)", "changed_at": c.changed_at,
+                           "changed_by": c.changed_by} for c in changes],
+                         ["closed_through", "changed_at", "changed_by"]))
+
+
+def _echo_period(result, action: str) -> None:
+    prefix = "dry run, rolled back: " if result.dry_run else ""
+    now = f"closed through {result.closed_through}" if result.closed_through else "open in every period"
+    was = f"closed through {result.previous}" if result.previous else "open"
+    click.echo(f"{prefix}{action}: the books are {now} (were {was})")
+    if result.open_failures and result.closed_through:
+        click.echo(f"Warning: {result.open_failures:,} open failure(s) in ledger.failure: a row among them dated on "
+                   f"or before {result.closed_through} cannot post now (`ledgeradmin verify --detailed`).", err=True)
+
+
+@period.command("close")
+@dsn_option
+@click.argument("through", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="DATE")
+@click.option("--dry-run", is_flag=True, help="Check and make the change, then roll it back.")
+@lock_options
+@handle_errors
+def period_close(dsn, through, dry_run, lock_timeout, lock_retries) -> None:
+    """Close the books through DATE (UTC): no entry dated on or before it can be written.
+
+    DATE must be before today and after the current close. Check the period first:
+    `ledgeradmin verify --since FIRST-DAY` and `ledgeradmin backfill --since FIRST-DAY`.
+
+    \b
+    Example:
+      ledgeradmin period close 2026-10-31
+    """
+    from .period import close
+
+    with connect(dsn) as conn:
+        result = close(conn, through.date(), dry_run=dry_run, wait=LockWait(lock_timeout, lock_retries),
+                       on_retry=lambda message: click.echo(message, err=True))
+    _echo_period(result, "closed")
+
+
+@period.command("reopen")
+@dsn_option
+@click.argument("first_day", required=False, type=click.DateTime(formats=["%Y-%m-%d"]), metavar="[DATE]")
+@click.option("--all", "every", is_flag=True, help="Open every period.")
+@click.option("--dry-run", is_flag=True, help="Check and make the change, then roll it back.")
+@lock_options
+@handle_errors
+def period_reopen(dsn, first_day, every, dry_run, lock_timeout, lock_retries) -> None:
+    """Open the days from DATE on again (the books stay closed through the day before).
+
+    \b
+    Example:
+      ledgeradmin period reopen 2026-10-01
+      ledgeradmin period reopen --all
+    """
+    from .period import reopen
+
+    if (first_day is None) == (not every):
+        raise click.UsageError("give either DATE or --all")
+    with connect(dsn) as conn:
+        result = reopen(conn, first_day and first_day.date(), dry_run=dry_run,
+                        wait=LockWait(lock_timeout, lock_retries),
+                        on_retry=lambda message: click.echo(message, err=True))
+    _echo_period(result, "reopened")
+
+
 @main.command("sql")
 @dsn_option
 @config_option
@@ -296,19 +392,24 @@ def status(dsn, config_path, rules, as_json) -> None:
       ledgeradmin status
       ledgeradmin status --json
     """
+    from .period import closed_through
     from .status import status as run
 
     config = load_config(config_path)
     with connect(dsn) as conn:
         result = run(conn, config, rules)
+        closed = closed_through(conn)
     if as_json:
-        emit_json({"rules": [r.as_dict() for r in result], "ok": all(r.ok for r in result)})
+        emit_json({"rules": [r.as_dict() for r in result], "ok": all(r.ok for r in result),
+                   "closed_through": closed and closed.isoformat()})
     else:
         rows = [
             {"rule": r.rule, "source": r.source, "on_error": r.on_error, "trigger": r.state, "detail": r.detail}
             for r in result
         ]
         click.echo(table(rows, ["rule", "source", "on_error", "trigger", "detail"]))
+        if closed:
+            click.echo(f"the books are closed through {closed} (`ledgeradmin period`)")
     if not all(r.ok for r in result):
         sys.exit(EXIT_PROBLEMS)
 
