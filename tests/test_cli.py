@@ -190,6 +190,64 @@ def test_sql_out_lists_the_files_written(dsn, tmp_path):
     assert len(list(out.iterdir())) == len(SHOP_RULES) + 1
 
 
+def test_sql_and_init_out_to_a_path_that_cannot_be_written_exit_2_naming_it(dsn, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for result, path, reason in (
+        (cli("sql", dsn, "--out", str(blocker / "sql")), blocker / "sql", "Not a directory"),
+        (run("init", "--out", str(blocker / "ledger.toml")), blocker / "ledger.toml", "Not a directory"),
+        (run("init", "--out", str(tmp_path / "gone" / "ledger.toml")), tmp_path / "gone" / "ledger.toml",
+         "No such file or directory"),
+    ):
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines()[0] == f"Error: cannot write {path}: {reason}"
+        assert "Hint: --out" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert blocker.read_text() == "x" and not (tmp_path / "gone").exists()
+
+
+def test_verify_prometheus_into_a_directory_that_cannot_be_written_exits_2_before_verifying(dsn, tmp_path):
+    """Checked before verify runs (it may run long): nothing printed, nothing written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for target, reason in ((tmp_path / "missing" / "ledger.prom", "No such file or directory"),
+                           (blocker / "ledger.prom", "Not a directory")):
+        result = cli("verify", dsn, "--prometheus", str(target))
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines()[0] == f"Error: cannot write the Prometheus file {target}: {reason}"
+        assert "Hint: --prometheus FILE: its directory must exist" in result.stderr
+        assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_verify_prints_its_report_when_the_prometheus_file_fails_after_it(dsn, tmp_path, monkeypatch):
+    """The directory went away while verify ran: the report still comes out (verify ran),
+    then the error, exit 2 (the textfile is stale: an alert should say so)."""
+    import shutil
+
+    import ledgeradmin.verify
+
+    real = ledgeradmin.verify.verify
+    directory = tmp_path / "textfiles"
+    directory.mkdir()
+
+    def verify_then_lose_the_directory(*args, **kwargs):
+        result = real(*args, **kwargs)
+        shutil.rmtree(directory)
+        return result
+
+    monkeypatch.setattr(ledgeradmin.verify, "verify", verify_then_lose_the_directory)
+    ok("install", "--dsn", dsn, "--config", str(SHOP_TOML))
+    for args in ((), ("--json",)):
+        directory.mkdir(exist_ok=True)
+        result = cli("verify", dsn, "--prometheus", str(directory / "ledger.prom"), *args)
+        assert result.exit_code == 2, result.output
+        assert "sale" in result.stdout
+        if args:
+            assert json.loads(result.stdout)["ok"] is True
+        assert result.stderr.startswith(f"Error: cannot write the Prometheus file {directory / 'ledger.prom'}: ")
+
+
 def test_uninstall(dsn, conn):
     assert cli("install", dsn).exit_code == 0
     insert_sale(conn)

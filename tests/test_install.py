@@ -394,6 +394,10 @@ BAD_CONFIGS = {
     ),
     "rule without lines": ('[rules.sale]\nsource = "public.sales"\nlines = []\n', ['rule "sale"', "lines"]),
     "non-unique key": (sale_rule(key=["customer"]), ['rule "sale"', "key", "customer"]),
+    "age of a date at today": (sale_rule(when="age(sold_at) < interval '30 days'"),
+                               ['rule "sale"', "when", "age() with one argument", "changes with time"]),
+    "'today' as a date": (sale_rule(when="sold_at >= 'today'::date - 30"), ['rule "sale"', "when", "'today'"]),
+    "'now' as a timestamp": (sale_rule(date="least(sold_at, ' NOW ')"), ['rule "sale"', "date", "' NOW '"]),
 }
 
 
@@ -639,6 +643,51 @@ def test_partitioned_source_table(conn, tmp_path):
     assert len(entries(conn)) == 6  # 3 postings, 3 reversals
     assert_reversals_consistent(conn)
     assert rule_states(conn, config) == {"orders": "ok"}
+
+
+def test_partition_triggers_disabled_detached_or_replica_only_show_in_status(conn, tmp_path):
+    """status checks every partition's triggers: one disabled, or enabled for replicas only
+    (which the application's writes never fire), is DISABLED; a partition since detached
+    keeps the rule's triggers until install removes them (OUTDATED until then)."""
+    conn.execute(
+        """CREATE TABLE public.orders (id bigint NOT NULL, placed_on date NOT NULL, amount numeric(12, 2) NOT NULL,
+                                       PRIMARY KEY (id, placed_on)) PARTITION BY RANGE (placed_on);
+           CREATE TABLE public.orders_2024 PARTITION OF public.orders FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+           CREATE TABLE public.orders_2025 PARTITION OF public.orders FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')"""
+    )
+    config = write_config(tmp_path, rule_toml(
+        "orders", "public.orders", [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}],
+        key=["id", "placed_on"], date="placed_on",
+    ))
+    install(conn, config)
+    conn.execute("ALTER TABLE public.orders_2025 DISABLE TRIGGER ledgeradmin_orders_insert")
+    [st] = status(conn, config)
+    assert (st.state, st.detail) == ("DISABLED", "disabled: ledgeradmin_orders_insert on public.orders_2025")
+    conn.execute("ALTER TABLE public.orders_2025 ENABLE REPLICA TRIGGER ledgeradmin_orders_insert")
+    [st] = status(conn, config)
+    assert st.detail == "disabled: ledgeradmin_orders_insert on public.orders_2025 (replica only)"
+    conn.execute("ALTER TABLE public.orders_2025 ENABLE TRIGGER ledgeradmin_orders_insert")
+    conn.execute("ALTER TABLE public.orders ENABLE REPLICA TRIGGER ledgeradmin_orders_update")
+    assert status(conn, config)[0].detail == "disabled: ledgeradmin_orders_update (replica only)"
+    install(conn, config)  # repairs
+    assert rule_states(conn, config) == {"orders": "ok"}
+
+    conn.execute("ALTER TABLE public.orders DETACH PARTITION public.orders_2024")
+    [st] = status(conn, config)
+    assert st.state == "OUTDATED" and "also on public.orders_2024" in st.detail
+    install(conn, config)
+    assert rule_states(conn, config) == {"orders": "ok"}
+    assert [t for t in shop_triggers(conn) if t[0] == "orders_2024"] == []
+    conn.execute("INSERT INTO public.orders_2024 VALUES (1, '2024-03-01', 50)")  # no longer the rule's
+    conn.execute("TRUNCATE public.orders_2024")
+    assert live(conn) == {}
+
+
+def test_functions_of_time_with_a_fixed_answer_are_accepted(conn, tmp_path):
+    config = write_config(tmp_path, sale_rule(when="age(sold_at, sold_at) = interval '0' AND status <> 'now!'",
+                                              memo="'Sale ' || id || ' noted ' || 'today'"))
+    install(conn, config)
+    assert rule_states(conn, config) == {"sale": "ok"}
 
 
 def test_multi_column_key(conn, tmp_path):

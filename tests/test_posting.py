@@ -739,6 +739,43 @@ def test_defer_commits_and_records_the_failure_while_good_rows_post(shop):
     assert_ledger_invariants(shop)
 
 
+@pytest.mark.parametrize("on_error", ["block", "defer"])
+def test_a_zero_line_needs_no_account(conn, on_error):
+    """A line whose amount is zero is dropped, so its account_sql may be NULL or a code that
+    is nowhere: the row posts its other lines, through the INSERT fast path, the full
+    reconcile of an UPDATE and backfill alike, and verify finds it in sync. The same
+    account on a non-zero amount is refused, naming the line."""
+    install_custom_rule(
+        conn, "CREATE TABLE public.custom_src (id int PRIMARY KEY, gross numeric NOT NULL, discount numeric NOT NULL)",
+        on_error=on_error,
+        lines=[{"account": "1100", "debit": "gross - discount"},
+               {"account_sql": "CASE WHEN discount > 0 THEN '4000' WHEN discount < 0 THEN 'nowhere' END",
+                "debit": "discount"},
+               {"account": "4000", "credit": "gross"}])
+    conn.execute("INSERT INTO public.custom_src VALUES (1, 100, 0), (2, 50, 5)")
+    conn.execute("UPDATE public.custom_src SET gross = 120 WHERE id = 1")
+    (entry_id,) = live_entry_ids(conn, "custom", "1")
+    assert lines_of(conn, entry_id) == [("1100", "USD", Decimal("120.0000"), Decimal("0.0000")),
+                                        ("4000", "USD", Decimal("0.0000"), Decimal("120.0000"))]
+    assert len(live_entry_ids(conn, "custom", "2")) == 1
+    config = parse_config({"accounts": ACCOUNTS, "rules": {"custom": {
+        "source": "public.custom_src", "on_error": on_error, "lines": [
+            {"account": "1100", "debit": "gross - discount"},
+            {"account_sql": "CASE WHEN discount > 0 THEN '4000' WHEN discount < 0 THEN 'nowhere' END",
+             "debit": "discount"},
+            {"account": "4000", "credit": "gross"}]}}})
+    assert verify(conn, config).ok
+    conn.execute("ALTER TABLE public.custom_src DISABLE TRIGGER USER")
+    conn.execute("INSERT INTO public.custom_src VALUES (3, 10, 0)")
+    conn.execute("ALTER TABLE public.custom_src ENABLE TRIGGER USER")
+    assert backfill(conn, config).rules[0].posted == 1
+    if on_error == "block":
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute("INSERT INTO public.custom_src VALUES (4, 10, -1)")
+        assert_names_row(info.value, "custom", "public.custom_src", "(id)=(4)", "'nowhere' of line 2", "23503")
+    assert verify(conn, config).ok
+
+
 def test_defer_large_statement_records_every_bad_row_without_a_replay(shop, shop_config):
     """A statement of many rows with bad ones of several kinds commits: each bad row is
     recorded with its reason (the same one backfill states later), every other row posts,

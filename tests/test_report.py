@@ -170,3 +170,62 @@ def test_trial_balance_of_a_period_has_opening_balances_and_the_period_s_movemen
     assert [line.split()[-4:] for line in text.splitlines() if line.startswith("TOTAL")] == [
         ["0.0000", "119.0000", "119.0000", "0.0000"],  # USD: the reversal dated today
         ["0.0000", "238.0000", "238.0000", "0.0000"]]  # EUR: sale c, February
+
+
+def test_reports_count_entries_of_any_date_and_take_the_last_day_as_a_bound(shop, dsn):
+    """An entry dated beyond year 9999 or before year 1 (a source row's date column can
+    hold these, and they post) is in every report by default, as in the trial balance;
+    --to 9999-12-31 is a bound like any other."""
+    write_day(shop)
+    shop.execute("INSERT INTO public.sales (customer, sold_at, total, tax) VALUES"
+                 " ('far', '20260-03-01 00:00+00', 10, 0), ('old', '0044-03-15 00:00+00 BC', 7, 0)")
+    balances = {r["currency"]: r["balance"] for r in trial_balance(shop) if r["account"] == "1100"}
+    lines = list(account_ledger(shop, "1100"))
+    assert {c: [line["balance"] for line in lines if line["currency"] == c][-1] for c in balances} == balances
+    assert balances["USD"] == Decimal("255")  # 238 (sale a) + 10 + 7
+    assert [line["effective_at"] for line in lines][0] == "0044-03-15 00:00:00+00 BC"  # the server's text
+    assert [line["effective_at"] for line in lines][-1] == "20260-03-01 00:00:00+00"
+    entries = shop.execute("SELECT count(*) FROM ledger.entry").fetchone()[0]
+    assert len({line["entry"] for line in journal(shop)}) == entries
+    assert {line["source_key"] for line in journal(shop, rule="sale", source_key="4")} == {"4"}
+    assert {line["memo"] for line in journal(shop, date_to=dt.date(9999, 12, 31))} >= {"Sale 5 to old"}
+    assert "Sale 4 to far" not in {line["memo"] for line in journal(shop, date_to=dt.date(9999, 12, 31))}
+    assert list(journal(shop, dt.date(9999, 12, 31), dt.date(9999, 12, 31))) == []
+    runner = CliRunner()
+    for args in (["journal"], ["account", "1100"]):
+        result = runner.invoke(main, ["report", *args, "--to", "9999-12-31", "--json", "--dsn", dsn])
+        assert result.exit_code == 0, result.output
+        assert {r["source_key"] for r in json.loads(result.stdout)} >= {"1", "5"}
+        whole = runner.invoke(main, ["report", *args, "--csv", "--dsn", dsn])
+        assert whole.exit_code == 0, whole.output
+        assert "20260-03-01 00:00:00+00" in whole.stdout and "0044-03-15 00:00:00+00 BC" in whole.stdout
+
+
+def test_a_row_s_history_goes_on_across_a_rename(shop, tmp_path, dsn):
+    """`report journal --rule NEW --key K` after `rename OLD NEW`: the entries OLD wrote
+    for the row (which keep its name) are part of the row's history, with the NEW
+    reversal of OLD's entry."""
+    from ledgeradmin.config import load_config
+    from ledgeradmin.rename import rename
+
+    from conftest import SHOP_CONFIG
+
+    write_day(shop)  # sale 1: posted, reversed, reposted, all as "sale"
+    renamed = tmp_path / "ledger.toml"
+    renamed.write_text(SHOP_CONFIG.read_text().replace("[rules.sale]", "[rules.sales]"))
+    rename(shop, load_config(renamed), "sale", "sales")
+    shop.execute("UPDATE public.sales SET total = 300, tax = 48 WHERE id = 1")  # reversed and reposted as "sales"
+
+    def entries(**kwargs) -> dict[int, tuple]:
+        return {line["entry"]: (line["rule"], line["reverses"]) for line in journal(shop, **kwargs)}
+
+    every = entries(source_key="1")
+    history = entries(rule="sales", source_key="1")
+    assert history == every and len(history) == 5
+    assert sorted(rule for rule, _ in history.values()) == ["sale", "sale", "sale", "sales", "sales"]
+    assert all(reversed_entry in history for _, reversed_entry in history.values() if reversed_entry)
+    assert sorted(entries(rule="sale", source_key="1").values(), key=str) == sorted(
+        (v for v in every.values() if v[0] == "sale"), key=str)  # an earlier name: its own entries only
+    result = CliRunner().invoke(main, ["report", "journal", "--rule", "sales", "--key", "1", "--json", "--dsn", dsn])
+    assert result.exit_code == 0, result.output
+    assert {r["entry"] for r in json.loads(result.stdout)} == set(every)

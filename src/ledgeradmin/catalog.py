@@ -27,6 +27,9 @@ PINNED_SETTINGS = {
     "IntervalStyle": "postgres",
     "extra_float_digits": "1",
     "jit": "off",  # compiling costs more than it saves on these statements
+    # Pinned by a posting function only where they matter (compiler.rule_settings):
+    "standard_conforming_strings": "on",  # how a backslash in a string literal is read
+    "bytea_output": "hex",  # the text of a bytea key
 }
 
 
@@ -167,6 +170,41 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
                   key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
 
 
+def check_key_types(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
+    """Refuse key columns of a type whose comparisons are not built in (citext, isbn13,
+    ltree, a composite type …). The posting functions, verify and backfill compare and
+    order keys under search_path = pg_catalog: there, such a type has no `=` (every
+    UPDATE would fail), or it is compared as text while its index orders it otherwise
+    (backfill would skip rows). A domain counts as its base type; an enum's comparisons
+    are built in."""
+    rows = conn.execute(
+        """
+        WITH RECURSIVE t (attname, oid, depth) AS (
+            SELECT a.attname::text, a.atttypid, 0
+            FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = %s AND a.attname = ANY (%s)
+            UNION ALL
+            SELECT t.attname, ty.typbasetype, t.depth + 1
+            FROM t JOIN pg_catalog.pg_type AS ty ON ty.oid = t.oid
+            WHERE ty.typtype = 'd'
+        )
+        SELECT DISTINCT ON (t.attname) t.attname, pg_catalog.format_type(ty.oid, NULL)
+        FROM t JOIN pg_catalog.pg_type AS ty ON ty.oid = t.oid
+        WHERE ty.typtype <> 'd' AND ty.typtype <> 'e' AND ty.typnamespace <> 'pg_catalog'::regnamespace
+        ORDER BY t.attname, t.depth DESC
+        """,
+        (target.oid, list(target.key)),
+    ).fetchall()
+    if rows:
+        what = ", ".join(f"{name} ({typ})" for name, typ in rows)
+        raise ConfigError(
+            f'rule "{rule.name}", field key: key column {what} is of a type whose comparisons are not built in: '
+            "keys are compared with PostgreSQL's built-in operators",
+            hint="key the rule by columns of built-in types (integer, text, uuid, date …), e.g. a generated column "
+                 "`isbn_key text GENERATED ALWAYS AS (isbn::text) STORED` with a unique index",
+        )
+
+
 # Type categories of pg_type.typcategory accepted for each kind of expression.
 _CATEGORIES = {
     "when": ("B",),  # boolean
@@ -199,6 +237,10 @@ def expressions(rule: Rule) -> list[tuple[str, str, str]]:
 # changes by itself later (verify would report drift forever). Allowed in memo only.
 TIME_FUNCTIONS = ("now", "transaction_timestamp", "statement_timestamp", "clock_timestamp", "timeofday",
                   "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime")
+# String literals that PostgreSQL reads as the current time when cast to a date or time.
+TIME_LITERALS = ("now", "today", "tomorrow", "yesterday")
+_LITERAL = re.compile(r"'((?:[^']|'')*)'")
+_AGE_CALL = re.compile(r"\bage\s*\(", re.I)
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$([A-Za-z_]*)\$.*?\$\1\$", re.S)
 _CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_$]*)\s*(\()?")
 
@@ -224,11 +266,38 @@ def check_determinism(conn: psycopg.Connection, rule: Rule) -> None:
                     hint="declare your own function STABLE or IMMUTABLE if it is, or store the value in a column",
                 )
             if field != "memo" and name in TIME_FUNCTIONS and (call or name.startswith(("current_", "local"))):
-                raise ConfigError(
-                    f"{ctx}, field {field}: uses {name}, which changes with time: the posting of a row would"
-                    " drift by itself",
-                    hint="use a column of the row (e.g. created_at); a rule without `date` is dated when it posts",
-                )
+                _changes_with_time(ctx, field, name)
+        if field == "memo":
+            continue
+        for text in _LITERAL.findall(expr):
+            if text.strip().lower() in TIME_LITERALS:
+                _changes_with_time(ctx, field, f"'{text}'")
+        if any(_arguments(_QUOTED.sub(" ", expr), m.end()) == 1 for m in _AGE_CALL.finditer(_QUOTED.sub(" ", expr))):
+            _changes_with_time(ctx, field, "age() with one argument (the age at today's date)")
+
+
+def _changes_with_time(ctx: str, field: str, what: str) -> None:
+    raise ConfigError(
+        f"{ctx}, field {field}: uses {what}, which changes with time: the posting of a row would drift by itself",
+        hint="use a column of the row (e.g. created_at); a rule without `date` is dated when it posts",
+    )
+
+
+def _arguments(text: str, start: int) -> int:
+    """The number of arguments of the call whose '(' ends at ``start`` (literals blanked)."""
+    depth, count, empty = 1, 1, True
+    for ch in text[start:]:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                break
+        elif ch == "," and depth == 1:
+            count += 1
+        if not ch.isspace() and depth >= 1 and ch != ")":
+            empty = False
+    return 0 if empty else count
 
 
 # The tokens of an SQL expression: comments and string literals (skipped), quoted names,

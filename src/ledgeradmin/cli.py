@@ -20,7 +20,7 @@ from .config import load_config
 from .connection import connect, redact, resolve_dsn
 from .errors import LedgerError, database_hint
 from .locks import LockWait
-from .output import emit_json, emit_rows, format_option, table
+from .output import emit_json, emit_rows, format_option, table, writing
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -178,6 +178,9 @@ def _echo_install(result, config, prefix: str) -> None:
             click.echo(f"{prefix}{label} rule {name} ({config.rules[name].source})")
     if result.accounts_changed:
         click.echo(f"{prefix}{result.accounts_changed} account(s) added or changed in ledger.account")
+    for name, count in result.relinked.items():
+        click.echo(f"{prefix}rule {name}: its key changed type; the links of {count:,} live entries now key them "
+                   "in the new form")
     for name, source in result.not_in_config:
         click.echo(f"Warning: rule {name} is installed but not in the config: its triggers still post from "
                    f"{source}. Removed from the config? `ledgeradmin uninstall --rule {name}`. Renamed? "
@@ -370,9 +373,12 @@ def sql_command(dsn, config_path, rules, out_dir) -> None:
     if out_dir is None:
         click.echo(s.text(), nl=False)
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
+    hint = "--out a directory that exists or can be created, writable by this user"
+    with writing(str(out_dir), hint):
+        out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in s.files().items():
-        (out_dir / name).write_text(text, encoding="utf-8")
+        with writing(str(out_dir / name), hint):
+            (out_dir / name).write_text(text, encoding="utf-8")
         click.echo(str(out_dir / name))
 
 
@@ -440,16 +446,25 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
       ledgeradmin verify
       ledgeradmin verify --since 2026-11-01 --detailed --prometheus /var/lib/node_exporter/ledgeradmin.prom
     """
-    from .metrics import write_textfile
+    from .metrics import check_writable, write_textfile
     from .verify import verify as run
     from .verify_report import render_text
 
     config = load_config(config_path)
+    if prometheus_file:
+        check_writable(prometheus_file)  # before a verify that may take long
     with connect(dsn) as conn:
         result = run(conn, config, rules, since=since.date() if since else None, detailed=detailed,
                      max_keys=max_keys)
     if prometheus_file:
-        write_textfile(result, prometheus_file)
+        try:
+            write_textfile(result, prometheus_file)
+        except LedgerError:  # verify ran: its report first, then the error (exit 2)
+            if as_json:
+                emit_json(result.as_dict())
+            else:
+                click.echo(render_text(result))
+            raise
     finish(result, as_json, render_text)
 
 
@@ -651,7 +666,8 @@ def init(out_path, table, force, dsn) -> None:
         return
     if out_path.exists() and not force:
         raise LedgerError(f"{out_path} exists", hint="pass --force to overwrite, or --out another file")
-    out_path.write_text(text, encoding="utf-8")
+    with writing(str(out_path), "--out a file in an existing directory writable by this user, or '-' for stdout"):
+        out_path.write_text(text, encoding="utf-8")
     click.echo(f"wrote {out_path}: review it, then `ledgeradmin install --dry-run --config {out_path}`")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from .catalog import Target
+from .catalog import Target, expressions
 from .config import Config, Line, Rule
 from .resources import read_sql
 
@@ -205,8 +205,10 @@ def _fingerprint(rule: Rule) -> str:
     hashes = []
     for i, line in enumerate(rule.lines, start=1):
         # the line's hash, less that of a zero amount on the same account (so that a zero
-        # line adds 0); for a constant account that second hash is folded at planning
-        seed = f"hashtext({_account(line) if line.account is not None else f'x.a{i}'})"
+        # line adds 0, whatever its account, NULL included); for a constant account that
+        # second hash is folded at planning
+        account = _account(line) if line.account is not None else f"coalesce(x.a{i}, '')"
+        seed = f"hashtext({account})"
         hashes.append(f"((hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT})"
                       f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
     seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
@@ -265,8 +267,8 @@ def _problem(rule: Rule) -> str:
     for i, line in enumerate(rule.lines, start=1):
         if line.account_sql is not None:
             # a code of ledger.toml is known without a lookup; any other must be in ledger.account
-            unknown[i] = (f"x.a{i} <> ALL ({chart}) AND NOT {_account_lookup(i)}" if chart
-                          else f"NOT {_account_lookup(i)}")
+            unknown[i] = (f"x.m{i} <> 0 AND x.a{i} <> ALL ({chart}) AND NOT {_account_lookup(i)}" if chart
+                          else f"x.m{i} <> 0 AND NOT {_account_lookup(i)}")
     # every line's checks, one kind after the other (the first problem found is named)
     checks = [f"           WHEN x.m{i} IS NULL\n               THEN '22004 the amount of line {i} is NULL'"
               for i in range(1, n + 1)]
@@ -275,7 +277,7 @@ def _problem(rule: Rule) -> str:
     checks += [f"           WHEN abs(x.m{i}) >= {AMOUNT_LIMIT}\n"
                f"               THEN '22003 the amount of line {i}, ' || abs(x.m{i}) || ', overflows numeric(20, 4)'"
                for i in range(1, n + 1)]
-    checks += [f"           WHEN x.a{i} IS NULL\n               THEN '22004 the account of line {i} is NULL'"
+    checks += [f"           WHEN x.a{i} IS NULL AND x.m{i} <> 0\n               THEN '22004 the account of line {i} is NULL'"
                for i in unknown]
     checks += [f"           WHEN {c}\n"
                f"               THEN '23503 account ' || quote_literal(x.a{i}) || ' of line {i} is not in ledger.account'"
@@ -292,7 +294,7 @@ def insert_sql(rule: Rule, target: Target) -> str:
     for i, line in enumerate(rule.lines, start=1):
         if line.account_sql is not None:
             known = f"ledger.known_account(x.a{i})"
-            checks.append(f"(x.a{i} = ANY ({chart}) OR {known})" if chart else known)
+            checks.append(f"(x.m{i} = 0 OR x.a{i} = ANY ({chart}) OR {known})" if chart else f"(x.m{i} = 0 OR {known})")
     return fill(
         template("post_new.sql"),
         columns=_columns(rule, target),
@@ -411,6 +413,7 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
+        settings=rule_settings(rule, target),
         update_guard=update_guard(target, inputs),
         reconcile_insert=insert_sql(rule, target),
         reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
@@ -422,6 +425,9 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
     for relation in (target.ident, *target.partitions):
         triggers += statements("rule_triggers.sql", function=function, trigger=trigger, source=relation)
     checksum = hashlib.sha256("\n;\n".join([create, *triggers]).encode()).hexdigest()[:16]
+    triggers += statements("rule_key_form.sql", rule=literal(rule.name), **_key_form(target))
+    triggers += statements("rule_stray_triggers.sql", function=function,
+                           relations=", ".join(literal(r) for r in (target.ident, *target.partitions)))
     triggers += statements(
         "rule_register.sql",
         function=function,
@@ -431,6 +437,27 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         checksum=literal(checksum),
     )
     return CompiledRule(rule, target, function, trigger, body, (create, *triggers), checksum)
+
+
+def _key_form(target: Target) -> dict[str, str]:
+    """rule_key_form.sql: the links of the rule's key in the other form, and their new key_num."""
+    if target.integer_key:
+        return {"key_num": "source_key::bigint",
+                "other_form": ("key_num IS NULL AND source_key ~ '^-?[0-9]{1,19}$'\n"
+                               "  AND source_key::numeric BETWEEN -9223372036854775808 AND 9223372036854775807")}
+    return {"key_num": "NULL", "other_form": "key_num IS NOT NULL"}
+
+
+def rule_settings(rule: Rule, target: Target) -> str:
+    """SET clauses a posting function needs beyond the ones every function has: how its
+    body reads a backslash in a string literal when a rule's expression has one (PL/pgSQL
+    parses the body under the caller's setting), and the text of a bytea key."""
+    settings = []
+    if any("\\" in expr for _field, expr, _kind in expressions(rule)):
+        settings.append("standard_conforming_strings = on")
+    if "bytea" in target.key_types:
+        settings.append("bytea_output = 'hex'")
+    return "".join(f"\n    SET {s}" for s in settings)
 
 
 def replay_row(target: Target, reconcile: str, row_error: str) -> str:

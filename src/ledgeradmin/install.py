@@ -53,6 +53,7 @@ def compile_rules(conn: psycopg.Connection, config: Config, names=None) -> list[
     for rule in config.select(names):
         try:
             target = catalog.resolve(conn, rule)
+            catalog.check_key_types(conn, rule, target)
             catalog.check_expressions(conn, rule, target)
             catalog.check_determinism(conn, rule)
             c = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target))
@@ -84,6 +85,7 @@ class InstallResult:
     unchanged: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # same SQL, but triggers were missing or disabled
     accounts_changed: int = 0  # accounts added or renamed/retyped
+    relinked: dict[str, int] = field(default_factory=dict)  # rule -> links rewritten in its key's new form
     not_in_config: list[tuple[str, str]] = field(default_factory=list)  # (name, source) installed, not in config
     dry_run: bool = False
 
@@ -120,10 +122,15 @@ def apply(conn: psycopg.Connection, config: Config, names=None, *, dry_run: bool
     before = {st.rule: st for st in status(conn, config, names)}
     s = script(conn, config, names)
     with conn.cursor() as cur:
-        for statement in s.statements():
+        for statement in s.shared:
             cur.execute(statement)
             if statement.startswith("INSERT INTO ledger.account"):
                 result.accounts_changed = cur.rowcount
+        for r in s.rules:
+            for statement in r.statements:
+                cur.execute(statement)
+                if statement.startswith("UPDATE ledger.posting") and cur.rowcount:
+                    result.relinked[r.rule.name] = cur.rowcount
     for r in s.rules:
         name, was = r.rule.name, before.get(r.rule.name)
         if was is None or was.state in ("MISSING", "NO SOURCE") and not was.registered:

@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .output import writing
 from .verify import CATEGORIES, VerifyResult
 
 
@@ -61,15 +62,32 @@ def render(result: VerifyResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_textfile(result: VerifyResult, path: str | os.PathLike) -> None:
-    """Write atomically: a temporary file in the same directory, then rename."""
+#: What to do when the textfile cannot be written.
+HINT = ("--prometheus FILE: its directory must exist and be writable by this user, e.g. node_exporter's "
+        "--collector.textfile.directory (docs/operations.md)")
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before a verify that may run long, a FILE that could not be written: a
+    temporary file is created beside it, as write_textfile does, and removed."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(render(result))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(f"the Prometheus file {target}", HINT):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+        os.close(fd)
+        os.unlink(tmp)
+
+
+def write_textfile(result: VerifyResult, path: str | os.PathLike) -> None:
+    """Write atomically: a temporary file in the same directory, then rename. A file
+    that cannot be written is a LedgerError naming it and the reason."""
+    target = Path(path)
+    with writing(f"the Prometheus file {target}", HINT):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(render(result))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

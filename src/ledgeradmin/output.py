@@ -1,12 +1,16 @@
-"""One way to render listings: an aligned table for people, JSON for machines."""
+"""One way to render listings: an aligned table for people, JSON for machines; and one
+way to fail writing a file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
 import click
+
+from .errors import LedgerError
 
 
 def table(rows: Sequence[dict], columns: Sequence[str], right: Sequence[str] = ()) -> str:
@@ -69,3 +73,13 @@ def emit_rows(rows: Iterable[dict], columns: Sequence[str], fmt: str, right: Seq
     else:
         for text in table_blocks(rows, columns, right):
             click.echo(text)
+
+
+@contextlib.contextmanager
+def writing(what: str, hint: str) -> Iterator[None]:
+    """Turn an OSError of the block (a missing directory, a path under a regular file, no
+    permission, a full disk) into ``cannot write WHAT: REASON`` (exit 2), not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise LedgerError(f"cannot write {what}: {exc.strerror or exc}", hint=hint) from None

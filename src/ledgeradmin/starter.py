@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import unicodedata
+
 import psycopg
 
 from .config import parse_qualified_name
@@ -56,7 +60,7 @@ def starter(conn: psycopg.Connection | None = None, table: str | None = None) ->
     rows = conn.execute(
         """
         SELECT a.attname, t.typcategory, pg_catalog.format_type(a.atttypid, a.atttypmod),
-               coalesce(a.attnum = ANY (i.indkey::int2[]), false) AS in_pk
+               coalesce(a.attnum = ANY (i.indkey::int2[]), false) AS in_pk, pg_catalog.quote_ident(a.attname)
         FROM pg_catalog.pg_attribute AS a
         JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
@@ -69,25 +73,23 @@ def starter(conn: psycopg.Connection | None = None, table: str | None = None) ->
     ).fetchall()
     if not rows:
         raise LedgerError(f"table {table} not found")
-    rule = name.lower().rstrip("s")[:40] or "rule"
-    rule = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in rule)
-    if not rule[0].isalpha():
-        rule = "r_" + rule
+    rule = _rule_name(name)
+    ident = {r[0]: r[4] for r in rows}  # as SQL writes the column: quoted when it must be
     key = [r[0] for r in rows if r[3]]
     amounts = [r[0] for r in rows if r[1] == "N" and not r[3]]
     dates = [r[0] for r in rows if r[1] == "D"]
     statuses = [r[0] for r in rows if r[1] == "S" and r[0] in ("status", "state")]
-    amount = _ident(amounts[0]) if amounts else "amount"
-    described = "\n".join(f"#   {r[0]}: {r[2]}{' (primary key)' if r[3] else ''}" for r in rows)
+    amount = ident[amounts[0]] if amounts else "amount"
+    described = "\n".join(_comment(f"#   {r[0]}: {r[2]}{' (primary key)' if r[3] else ''}") for r in rows)
     key_line = ("key = [" + ", ".join(_toml(k) for k in key) + "]") if key else (
         '# key = ["..."]   # no primary key found: name unique NOT NULL columns')
-    when_line = ("when = " + _toml(_ident(statuses[0]) + " = 'completed'")) if statuses else (
+    when_line = ("when = " + _toml(ident[statuses[0]] + " = 'completed'")) if statuses else (
         "# when = \"status = 'completed'\"")
-    date_line = ("date = " + _toml(_ident(dates[0]))) if dates else '# date = "created_at"'
-    memo = _toml(f"'{name} ' || {_ident(key[0])}" if key else f"'{name}'")
+    date_line = ("date = " + _toml(ident[dates[0]])) if dates else '# date = "created_at"'
+    memo = _toml(f"{_literal(name + ' ')} || {ident[key[0]]}" if key else _literal(name))
     body = [
         "",
-        f"# Drafted from {table}. Its columns:",
+        _comment(f"# Drafted from {table}. Its columns:"),
         described,
         "# Review every expression below, then `ledgeradmin install --dry-run`.",
         f"[rules.{rule}]",
@@ -106,9 +108,28 @@ def starter(conn: psycopg.Connection | None = None, table: str | None = None) ->
     return HEADER + "\n".join(body)
 
 
-def _ident(name: str) -> str:
-    return name if name.isidentifier() and name == name.lower() else '"' + name.replace('"', '""') + '"'
+def _rule_name(table: str) -> str:
+    """A rule name (config.RULE_NAME) from a table's name: accents dropped ('Café' →
+    'cafe'), every run of characters other than ASCII letters, digits and '_' one '_',
+    a plural 's' dropped, 'r_' before a leading digit, at most 40 characters; 'rule'
+    when nothing is left."""
+    ascii_name = unicodedata.normalize("NFKD", table).encode("ascii", "ignore").decode().lower()
+    rule = re.sub(r"[^a-z0-9_]+", "_", ascii_name).strip("_").rstrip("s").rstrip("_")
+    if rule[:1].isdigit():
+        rule = "r_" + rule
+    return rule[:40].rstrip("_") or "rule"
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal of ``text`` (standard_conforming_strings, on since PostgreSQL 9.1)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _toml(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string: JSON's escapes are TOML's; TOML escapes DEL too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _comment(line: str) -> str:
+    """A TOML comment line: control characters (a name may hold any) shown as '?'."""
+    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", "?", line)

@@ -70,25 +70,48 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
                           detail=exc.message + _moved(conn, rule.name))
     compiled = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target))
     prefix = compiler.trigger_prefix(rule.name)
-    triggers = dict(
-        conn.execute(
-            "SELECT tgname::text, tgenabled::text FROM pg_catalog.pg_trigger WHERE tgrelid = %s AND tgname::text = ANY(%s)",
-            (target.oid, [f"{prefix}_{e}" for e in EVENTS]),
-        ).fetchall()
-    )
+    names = [f"{prefix}_{e}" for e in EVENTS]
+    # the source and each partition (oid, name as a DBA writes it)
+    relations = [(target.oid, target.label), *conn.execute(
+        "SELECT c.oid, pg_catalog.format('%%I.%%I', n.nspname, c.relname)"
+        " FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE c.oid = ANY (%s::regclass[]) ORDER BY 2", (list(target.partitions),)).fetchall()]
+    oids = [oid for oid, _ in relations]
+    label = dict(relations)
+    # (table, trigger) -> tgenabled on those tables; and the other tables that still have
+    # the rule's triggers (a partition since detached, say)
+    found = {(label[oid], name): enabled for oid, name, enabled in conn.execute(
+        "SELECT t.tgrelid, t.tgname::text, t.tgenabled::text FROM pg_catalog.pg_trigger AS t"
+        " WHERE t.tgname::text = ANY (%s) AND t.tgrelid = ANY (%s::oid[])", (names, oids))}
+    stray = [r for (r,) in conn.execute(
+        "SELECT DISTINCT pg_catalog.format('%%I.%%I', n.nspname, c.relname) FROM pg_catalog.pg_trigger AS t"
+        " JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE t.tgfoid = pg_catalog.to_regprocedure(%s) AND t.tgrelid <> ALL (%s::oid[]) ORDER BY 1",
+        (compiled.function + "()", oids))]
     row = conn.execute(
         "SELECT p.prosrc FROM pg_catalog.pg_proc AS p WHERE p.oid = to_regprocedure(%s)",
         (compiled.function + "()",),
     ).fetchone()
-    installed = row is not None and len(triggers) == len(EVENTS)
-    disabled = sorted(name for name, enabled in triggers.items() if enabled == "D")
+
+    def where(rel: str) -> str:
+        return "" if rel == target.label else f" on {rel}"
+
+    missing = [f"{name.removeprefix(prefix + '_')}{where(rel)}" for _, rel in relations for name in names
+               if (rel, name) not in found]
+    installed = row is not None and not missing
+    # D: disabled; R: fires only under session_replication_role = replica, never for the application
+    disabled = [f"{name}{where(rel)}{' (replica only)' if enabled == 'R' else ''}"
+                for (rel, name), enabled in sorted(found.items()) if enabled in ("D", "R")]
     enabled = installed and not disabled
-    up_to_date = installed and registered is not None and registered[1] == compiled.checksum and row[0] == compiled.body
+    up_to_date = (installed and not stray and registered is not None and registered[1] == compiled.checksum
+                  and row[0] == compiled.body)
     if not installed:
-        missing = [e for e in EVENTS if f"{prefix}_{e}" not in triggers]
         state, detail = "MISSING", ("posting function missing" if row is None else f"trigger(s) missing: {', '.join(missing)}")
     elif disabled:
         state, detail = "DISABLED", f"disabled: {', '.join(disabled)}"
+    elif stray:
+        state, detail = "OUTDATED", (f"its triggers are also on {', '.join(stray)}, no longer part of {target.label}: "
+                                     "run `ledgeradmin install`")
     elif not up_to_date:
         state, detail = "OUTDATED", "installed SQL differs from the config: run `ledgeradmin install`"
     else:

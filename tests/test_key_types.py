@@ -1,0 +1,147 @@
+"""Keys of every kind stay one key: a key column that changes type keeps its rows' entries
+(install rewrites their links), a bytea key reads the same whatever the writer's
+bytea_output, and key types whose comparisons are not built in are refused at install."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from ledgeradmin.backfill import backfill
+from ledgeradmin.config import parse_config
+from ledgeradmin.errors import ConfigError
+from ledgeradmin.install import install
+from ledgeradmin.status import status
+from ledgeradmin.verify import verify
+
+ACCOUNTS = {"1000": {"name": "Cash", "type": "asset"}, "4000": {"name": "Revenue", "type": "income"}}
+LINES = [{"account": "1000", "debit": "amount"}, {"account": "4000", "credit": "amount"}]
+
+
+def config(table: str = "public.inv", **rule):
+    return parse_config({"accounts": ACCOUNTS, "rules": {"inv": {"source": table, "lines": LINES, **rule}}})
+
+
+def live_entries(conn) -> dict[str, int]:
+    """source_key -> number of live entries of rule inv (one each, or a row is booked twice)."""
+    return dict(conn.execute("""
+        SELECT e.source_key, count(*)::int FROM ledger.entry AS e
+        WHERE e.rule = 'inv' AND e.reverses IS NULL
+          AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
+        GROUP BY 1""").fetchall())
+
+
+def cash(conn):
+    return conn.execute("SELECT coalesce(sum(debit - credit), 0) FROM ledger.line WHERE account = '1000'").fetchone()[0]
+
+
+@pytest.mark.parametrize("new_type", ["public.app_id", "text", "numeric", "integer"])
+def test_a_key_column_that_changes_type_keeps_its_entries(conn, new_type):
+    """From bigint to a domain, text, numeric (links rewritten from key_num to source_key
+    form) and back to an integer type (rewritten back): no row is booked twice, by an edit
+    or by backfill, and verify is in sync."""
+    conn.execute("CREATE DOMAIN public.app_id AS bigint")
+    conn.execute("CREATE TABLE public.inv (id bigint PRIMARY KEY, amount numeric NOT NULL)")
+    install(conn, config())
+    conn.execute("INSERT INTO public.inv VALUES (1, 100), (2, 200), (3, 300)")
+
+    conn.execute(f"ALTER TABLE public.inv ALTER id TYPE {new_type}")
+    assert [s.state for s in status(conn, config())] == ["ok" if new_type == "integer" else "OUTDATED"]
+    relinked = install(conn, config()).relinked
+    conn.execute("UPDATE public.inv SET amount = 150 WHERE id = '1'")
+    assert backfill(conn, config()).rules[0].repaired == 0
+    assert live_entries(conn) == {"1": 1, "2": 1, "3": 1}
+    assert cash(conn) == 650
+    assert verify(conn, config()).ok
+    if new_type == "integer":
+        assert relinked == {}  # bigint to integer: the same (integer) form
+        return
+    assert relinked == {"inv": 3}
+
+    conn.execute("ALTER TABLE public.inv ALTER id TYPE bigint USING id::bigint")
+    assert install(conn, config()).relinked == {"inv": 3}
+    conn.execute("UPDATE public.inv SET amount = 250 WHERE id = '2'")
+    assert backfill(conn, config()).rules[0].repaired == 0
+    assert live_entries(conn) == {"1": 1, "2": 1, "3": 1}
+    assert cash(conn) == 700
+    assert verify(conn, config()).ok
+
+
+def test_a_bytea_key_is_the_same_key_whatever_the_writers_bytea_output(conn):
+    conn.execute("CREATE TABLE public.docs (h bytea PRIMARY KEY, amount numeric NOT NULL)")
+    install(conn, config("public.docs"))
+    conn.execute("INSERT INTO public.docs VALUES ('\\x01', 10)")
+    conn.execute("SET bytea_output = 'escape'")
+    conn.execute("UPDATE public.docs SET amount = 20 WHERE h = '\\x01'")
+    conn.execute("INSERT INTO public.docs VALUES ('\\x02', 5)")
+    assert live_entries(conn) == {"\\x01": 1, "\\x02": 1}
+    assert cash(conn) == 25
+    result = verify(conn, config("public.docs"))
+    assert result.ok, result.as_dict()
+    assert backfill(conn, config("public.docs")).rules[0].repaired == 0
+
+
+def test_an_expression_with_a_backslash_means_the_same_to_every_writer(conn):
+    r"""`ref ~ '^\d+$'` under standard_conforming_strings = off would read '^d+$': the
+    posting function pins the setting when an expression has a backslash."""
+    conn.execute("CREATE TABLE public.inv (id bigint PRIMARY KEY, ref text NOT NULL, amount numeric NOT NULL)")
+    rule = config(when="ref ~ '^\\d+$'")
+    install(conn, rule)
+    conn.execute("SET standard_conforming_strings = off")
+    conn.execute("INSERT INTO public.inv VALUES (1, 'ddd', 40), (2, '789', 50)")
+    conn.execute("RESET standard_conforming_strings")
+    assert live_entries(conn) == {"2": 1}
+    assert verify(conn, rule).ok
+    settings = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = 'ledger.post_inv()'::regprocedure").fetchone()[0]
+    assert "standard_conforming_strings=on" in settings
+
+
+def test_settings_are_pinned_only_for_the_rules_that_need_them(conn):
+    conn.execute("CREATE TABLE public.inv (id bigint PRIMARY KEY, ref text NOT NULL, amount numeric NOT NULL)")
+    install(conn, config())
+    settings = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = 'ledger.post_inv()'::regprocedure").fetchone()[0]
+    assert not any(s.startswith(("standard_conforming_strings", "bytea_output")) for s in settings), settings
+
+
+EXTENSION_KEYS = {
+    "citext": ("citext", "CREATE TABLE public.inv (id citext PRIMARY KEY, amount numeric NOT NULL)"),
+    "isbn13": ("isn", "CREATE TABLE public.inv (id isbn13 PRIMARY KEY, amount numeric NOT NULL)"),
+    "ltree": ("ltree", "CREATE TABLE public.inv (id ltree PRIMARY KEY, amount numeric NOT NULL)"),
+    "composite": (None, "CREATE TYPE public.pair AS (a int, b int);"
+                        " CREATE TABLE public.inv (id public.pair PRIMARY KEY, amount numeric NOT NULL)"),
+    "domain over citext": ("citext", "CREATE DOMAIN public.email AS citext;"
+                                     " CREATE TABLE public.inv (id public.email PRIMARY KEY, amount numeric NOT NULL)"),
+}
+
+
+@pytest.mark.parametrize("case", EXTENSION_KEYS)
+def test_a_key_of_a_type_without_built_in_comparisons_is_refused_at_install(conn, case):
+    extension, ddl = EXTENSION_KEYS[case]
+    if extension:
+        conn.execute(f"CREATE EXTENSION {extension} SCHEMA public")
+    conn.execute(ddl)
+    with pytest.raises(ConfigError, match=r'rule "inv", field key: key column id \(.*\) is of a type whose '
+                                          "comparisons are not built in"):
+        install(conn, config())
+    assert conn.execute("SELECT count(*) FROM ledger.rule").fetchone()[0] == 0
+
+
+def test_an_enum_key_and_a_generated_text_key_are_accepted(conn):
+    conn.execute("CREATE EXTENSION citext SCHEMA public")
+    conn.execute("CREATE TYPE public.region AS ENUM ('north', 'south')")
+    conn.execute("CREATE TABLE public.inv (id public.region PRIMARY KEY, amount numeric NOT NULL)")
+    conn.execute("CREATE TABLE public.cust (email citext NOT NULL, amount numeric NOT NULL,"
+                 " email_key text GENERATED ALWAYS AS (lower(email::text)) STORED UNIQUE NOT NULL)")
+    rules = parse_config({"accounts": ACCOUNTS, "rules": {
+        "inv": {"source": "public.inv", "lines": LINES},
+        "cust": {"source": "public.cust", "key": ["email_key"], "lines": LINES}}})
+    install(conn, rules)
+    conn.execute("INSERT INTO public.inv VALUES ('south', 1), ('north', 2)")
+    conn.execute("UPDATE public.inv SET amount = 3 WHERE id = 'north'")
+    conn.execute("INSERT INTO public.cust (email, amount) VALUES ('A@x', 4), ('b@x', 5)")
+    conn.execute("UPDATE public.cust SET amount = 6 WHERE email = 'a@X'")
+    assert cash(conn) == 1 + 3 + 6 + 5
+    result = verify(conn, rules)
+    assert result.ok, result.as_dict()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO public.cust (email, amount) VALUES ('a@x', 1)")
