@@ -556,6 +556,38 @@ def test_odd_values_post_exactly_or_fail_clearly(conn, case, on_error):
     assert conn.execute("SELECT count(*) FROM ledger.entry").fetchone()[0] == 0
 
 
+def test_a_function_of_the_rule_that_raises_makes_verify_report_the_rule_not_fail(conn):
+    """A rule calling the application's own function, which raises (P0001) on some row:
+    the write of that row is deferred; verify reports the rule as not evaluable and checks
+    every other rule; backfill records the row."""
+    conn.execute("""
+        CREATE FUNCTION public.price(qty numeric) RETURNS numeric LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN
+            IF qty < 0 THEN RAISE EXCEPTION 'negative quantity %', qty; END IF;
+            RETURN qty * 10;
+        END $$;
+        CREATE TABLE public.orders (id int PRIMARY KEY, qty numeric NOT NULL);
+        CREATE TABLE public.fees (id int PRIMARY KEY, amount numeric NOT NULL)""")
+    config = parse_config({"accounts": ACCOUNTS, "rules": {
+        "order": {"source": "public.orders", "on_error": "defer",
+                  "lines": [{"account": "1100", "debit": "public.price(qty)"},
+                            {"account": "4000", "credit": "public.price(qty)"}]},
+        "fee": {"source": "public.fees", "lines": [{"account": "1100", "debit": "amount"},
+                                                    {"account": "4000", "credit": "amount"}]}}})
+    install(conn, config)
+    conn.execute("INSERT INTO public.orders VALUES (1, 2), (2, -1)")
+    conn.execute("ALTER TABLE public.fees DISABLE TRIGGER USER")
+    conn.execute("INSERT INTO public.fees VALUES (1, 5)")  # missing
+    conn.execute("ALTER TABLE public.fees ENABLE TRIGGER USER")
+    report = verify(conn, config)
+    order, fee = report.rules
+    assert "could not evaluate the rule on every row: negative quantity -1 (SQLSTATE P0001)" in order.error
+    assert order.failed == 1
+    assert (fee.error, fee.missing) == (None, 1)
+    result = backfill(conn, config)
+    assert [(r.rule, r.posted, r.failed) for r in result.rules] == [("order", 0, 1), ("fee", 1, 0)]
+
+
 def test_rounding_that_unbalances_an_entry_is_refused_not_adjusted(conn):
     """Each amount is rounded to 4 decimals before the balance check: 0.0001 split in two
     halves rounds to 0.0001 + 0.0001 — refused, never posted out of balance or 'fixed'."""

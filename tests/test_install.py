@@ -394,6 +394,9 @@ BAD_CONFIGS = {
     ),
     "rule without lines": ('[rules.sale]\nsource = "public.sales"\nlines = []\n', ['rule "sale"', "lines"]),
     "non-unique key": (sale_rule(key=["customer"]), ['rule "sale"', "key", "customer"]),
+    "a column named with the body's quote": (
+        rule_toml("odd", "public.odd", [{"account": "1100", "debit": "1"}, {"account": "4000", "credit": "1"}]),
+        ['rule "odd"', "field source", "x$ledgeradmin$y", "contains $ledgeradmin$"]),
     "age of a date at today": (sale_rule(when="age(sold_at) < interval '30 days'"),
                                ['rule "sale"', "when", "age() with one argument", "changes with time"]),
     "'today' as a date": (sale_rule(when="sold_at >= 'today'::date - 30"), ['rule "sale"', "when", "'today'"]),
@@ -403,6 +406,7 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("case", BAD_CONFIGS, ids=list(BAD_CONFIGS))
 def test_config_error_is_refused_with_rule_and_field(conn, tmp_path, case):
+    conn.execute('CREATE TABLE public.odd (id int PRIMARY KEY, "x$ledgeradmin$y" int)')
     text, fragments = BAD_CONFIGS[case]
     with pytest.raises(ConfigError) as excinfo:
         install(conn, write_config(tmp_path, text))

@@ -22,7 +22,7 @@ import psycopg
 from . import catalog, compiler
 from .compiler import fill, literal, template
 from .config import Config, Rule
-from .errors import ConfigError, LedgerError, database_hint
+from .errors import ConfigError, LedgerError, database_hint, is_row_error
 from .migrate import require_schema
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -374,7 +374,9 @@ def _orphaned(conn, batch: _Batch) -> int:
         try:
             with conn.transaction():
                 return orphaned(conn, batch.rule, batch.target, batch.since)
-        except psycopg.DataError:
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
             gone = batch.gone_sql("true", "1", "ALL")
             return conn.execute(f"SELECT count(*) FROM (\n{gone}\n) AS g WHERE NOT g.outside", {}).fetchone()[0]
 
@@ -422,7 +424,7 @@ def _backfill_rule(conn, batch: _Batch, summary: RuleSummary, budget, batch_size
                 stale_only[0] = 2 * (posted + reversed_ + reposted) <= scanned
                 return scanned, (tuple(last_key) if scanned else None)
             except psycopg.Error as exc:
-                if not _is_row_error(exc):
+                if not is_row_error(exc):
                     raise
             # some row cannot post: lock the rows again, reconcile them bisecting, record the bad ones
             query = batch.lock_sql(after_sql if last is not None else "true", batch_size)
@@ -546,19 +548,10 @@ def _parse_keys(batch: _Batch, keys: list[str]) -> list[tuple[str, int | None]]:
     return [(str(n), n) for n in dict.fromkeys(numbers)]
 
 
-# Errors that a row's data causes (bisected and recorded in ledger.failure), by SQLSTATE
-# class: data exceptions, integrity violations (but unique_violation: a concurrent writer),
-# PL/pgSQL raise, routine exceptions.
-_ROW_ERROR_CLASSES = ("22", "23", "P0", "2F", "38", "39")
 # Errors worth retrying the batch for: serialization failure, deadlock, lock not available,
 # unique violation (a concurrent writer posted the same key first).
 _TRANSIENT = ("40001", "40P01", "55P03", "23505")
 RETRIES = 3
-
-
-def _is_row_error(exc: psycopg.Error) -> bool:
-    state = exc.sqlstate or ""
-    return state[:2] in _ROW_ERROR_CLASSES and state != "23505"
 
 
 def _retrying(step):
@@ -603,7 +596,7 @@ def _reconcile(conn, batch: _Batch, rows: list[tuple], gone: list[tuple], summar
                 batch.statement(bool(rows), budget[0], bool(gone)), batch.params(rows, gone)
             ).fetchone()
     except psycopg.Error as exc:
-        if not rows or not _is_row_error(exc):
+        if not rows or not is_row_error(exc):
             raise
         if gone:  # reversals of gone rows do not depend on row data: do them on their own
             _reconcile(conn, batch, [], gone, summary, budget)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from .config import Rule
+from .config import DOLLAR_TAG, Rule
 from .errors import EVERY_ROW_HINT, ConfigError
 
 # Session settings under which desired postings are computed, everywhere: the posting
@@ -116,6 +116,11 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
             """,
             (oid,),
         ).fetchall()
+    odd = [n for n in (rule.schema, rule.table, *(r[0] for r in rows)) if DOLLAR_TAG in n or "\x00" in n]
+    if odd:
+        raise ConfigError(f"{ctx}, field source: the name {odd[0]!r} of {rule.source} or of a column contains "
+                          f"{DOLLAR_TAG}, which would end the posting function's body",
+                          hint="rename the table or column")
     columns = {name: notnull for name, notnull, _ in rows}
     types = {name: typ for name, _, typ in rows}
     uniques = conn.execute(

@@ -24,6 +24,18 @@ EVERY_ROW_HINT = ("run verify and backfill as a role that sees every row: a supe
                   "or the table's owner when its row-level security is not forced")
 
 
+# Errors that a row's data causes, by SQLSTATE class: data exceptions, integrity
+# violations (but unique_violation: a concurrent writer), PL/pgSQL raise, routine
+# exceptions. backfill bisects them and records the rows at fault; verify reports the
+# rule as not evaluable.
+ROW_ERROR_CLASSES = ("22", "23", "P0", "2F", "38", "39")
+
+
+def is_row_error(exc: Exception) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ROW_ERROR_CLASSES and state != "23505"
+
+
 def database_hint(exc: Exception) -> str | None:
     """What to do about a database error PostgreSQL gives no useful hint for."""
     diag = getattr(exc, "diag", None)

@@ -18,7 +18,7 @@ import psycopg
 from . import catalog, compiler, install, locks
 from .compiler import fill, literal, template
 from .config import Config, Rule
-from .errors import ConfigError, LedgerError, database_hint
+from .errors import ConfigError, LedgerError, database_hint, is_row_error
 from .migrate import require_schema
 
 
@@ -133,7 +133,9 @@ def identical_elsewhere(conn: psycopg.Connection, rule: Rule, target: catalog.Ta
         try:
             with conn.transaction():
                 return dict(conn.execute(query).fetchall())
-        except psycopg.DataError:
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
             return {}
 
 

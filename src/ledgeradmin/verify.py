@@ -20,7 +20,7 @@ from psycopg import IsolationLevel
 from . import catalog, compiler
 from .compiler import fill, literal, template
 from .config import Config, Rule
-from .errors import ConfigError
+from .errors import ConfigError, is_row_error
 from .status import OK, status
 
 CATEGORIES = ("missing", "orphaned", "drifted")
@@ -181,7 +181,9 @@ def _verify_rule_safely(conn, rule: Rule, trigger: str, since, detailed: bool, m
     try:
         with conn.transaction():
             return _verify_rule(conn, rule, trigger, since, detailed, max_keys)
-    except psycopg.DataError as exc:
+    except psycopg.Error as exc:
+        if not is_row_error(exc):
+            raise
         report = RuleReport(rule.name, rule.source, trigger=trigger,
                             error=f"could not evaluate the rule on every row: {exc.diag.message_primary}"
                                   f" (SQLSTATE {exc.sqlstate}); `ledgeradmin backfill` records the rows at fault")
