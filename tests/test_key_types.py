@@ -96,11 +96,25 @@ def test_an_expression_with_a_backslash_means_the_same_to_every_writer(conn):
     assert "standard_conforming_strings=on" in settings
 
 
+def test_an_expression_comparing_with_null_means_the_same_to_every_writer(conn):
+    """`ref = NULL` is never true, unless the writer's session reads it as `ref IS NULL`
+    (transform_null_equals = on): the posting function pins the setting."""
+    conn.execute("CREATE TABLE public.inv (id bigint PRIMARY KEY, ref text, amount numeric NOT NULL)")
+    rule = config(when="NOT coalesce(ref = NULL, false)")
+    install(conn, rule)
+    conn.execute("SET transform_null_equals = on")
+    conn.execute("INSERT INTO public.inv VALUES (1, NULL, 40), (2, 'x', 50)")
+    conn.execute("RESET transform_null_equals")
+    assert live_entries(conn) == {"1": 1, "2": 1}
+    assert verify(conn, rule).ok
+
+
 def test_settings_are_pinned_only_for_the_rules_that_need_them(conn):
     conn.execute("CREATE TABLE public.inv (id bigint PRIMARY KEY, ref text NOT NULL, amount numeric NOT NULL)")
     install(conn, config())
     settings = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = 'ledger.post_inv()'::regprocedure").fetchone()[0]
-    assert not any(s.startswith(("standard_conforming_strings", "bytea_output")) for s in settings), settings
+    assert not any(s.startswith(("standard_conforming_strings", "bytea_output", "transform_null_equals"))
+                   for s in settings), settings
 
 
 EXTENSION_KEYS = {

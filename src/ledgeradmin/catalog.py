@@ -30,6 +30,7 @@ PINNED_SETTINGS = {
     # Pinned by a posting function only where they matter (compiler.rule_settings):
     "standard_conforming_strings": "on",  # how a backslash in a string literal is read
     "bytea_output": "hex",  # the text of a bytea key
+    "transform_null_equals": "off",  # whether `x = NULL` is read as `x IS NULL`
 }
 
 

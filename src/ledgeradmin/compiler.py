@@ -448,15 +448,22 @@ def _key_form(target: Target) -> dict[str, str]:
     return {"key_num": "NULL", "other_form": "key_num IS NOT NULL"}
 
 
+#: `= NULL` (or `NULL =`), which transform_null_equals = on would read as IS NULL
+_EQUALS_NULL = re.compile(r"=\s*null\b|\bnull\s*=", re.I)
+
+
 def rule_settings(rule: Rule, target: Target) -> str:
     """SET clauses a posting function needs beyond the ones every function has: how its
-    body reads a backslash in a string literal when a rule's expression has one (PL/pgSQL
-    parses the body under the caller's setting), and the text of a bytea key."""
+    body reads a backslash in a string literal, and `= NULL`, when a rule's expression has
+    them (PL/pgSQL parses the body under the caller's settings), and the text of a bytea
+    key."""
     settings = []
     if any("\\" in expr for _field, expr, _kind in expressions(rule)):
         settings.append("standard_conforming_strings = on")
     if "bytea" in target.key_types:
         settings.append("bytea_output = 'hex'")
+    if any(_EQUALS_NULL.search(expr) for _field, expr, _kind in expressions(rule)):
+        settings.append("transform_null_equals = off")
     return "".join(f"\n    SET {s}" for s in settings)
 
 
