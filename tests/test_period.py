@@ -179,6 +179,37 @@ def test_backfill_records_rows_of_the_closed_period_and_posts_them_once_it_is_re
     assert verify(shop, shop_config).ok
 
 
+def test_verify_and_a_dry_run_count_the_rows_the_closed_period_keeps_from_posting(shop, shop_config, dsn, through):
+    """A missing and a drifted sale dated in the closed period, a missing one after it:
+    verify counts the first two apart and says why; the dry run promises what the real run
+    does (one posted), and names the other two."""
+    sale(shop, 1, utc(through - dt.timedelta(days=3)))
+    shop.execute("ALTER TABLE public.sales DISABLE TRIGGER USER")
+    sale(shop, 2, utc(through - dt.timedelta(days=2)))
+    sale(shop, 3, utc(through + dt.timedelta(days=2)))
+    shop.execute("UPDATE public.sales SET total = 5 WHERE id = 1")
+    shop.execute("ALTER TABLE public.sales ENABLE TRIGGER USER")
+    assert verify(shop, shop_config, ["sale"]).rules[0].missing_closed is None  # no period closed
+    close(shop, through)
+
+    report = verify(shop, shop_config, ["sale"])
+    rule = report.rules[0]
+    assert (rule.missing, rule.drifted, rule.missing_closed, rule.drifted_closed) == (2, 1, 1, 1)
+    assert report.as_dict()["closed_through"] == str(through)
+    text = cli("verify", "--dsn", dsn, "--config", str(SHOP_CONFIG), "--rule", "sale").stdout
+    assert (f"sale: 1 missing and 1 drifted are dated in the closed period (the books are closed through "
+            f"{through})") in text
+    assert "`ledgeradmin backfill` repairs them, but for the 2 in the closed period" in text
+
+    dry = backfill(shop, shop_config, ["sale"], dry_run=True).rules[0]
+    assert (dry.posted, dry.reposted, dry.closed) == (1, 0, 2)
+    dry_text = cli("backfill", "--dsn", dsn, "--config", str(SHOP_CONFIG), "--rule", "sale", "--dry-run").stdout
+    assert "sale: 2 more rows are dated in the closed period" in dry_text
+    real = backfill(shop, shop_config, ["sale"]).rules[0]
+    assert (real.posted, real.reposted, real.failed) == (1, 0, 2)
+    assert "closed" not in real.as_dict()
+
+
 def test_close_and_reopen_are_checked_and_logged(shop, through, today):
     assert closed_through(shop) is None
     for bad in (today, today + dt.timedelta(days=1)):
@@ -201,9 +232,12 @@ def test_close_and_reopen_are_checked_and_logged(shop, through, today):
     assert closed_through(shop) == through - dt.timedelta(days=1)
     reopen(shop, None)
     assert closed_through(shop) is None
+    close(shop, dt.date.min)
+    reopen(shop, dt.date.min)  # the first day there is: every period
+    assert closed_through(shop) is None
     sale(shop, 2, utc(through - dt.timedelta(days=100)))
     assert [c.closed_through for c in history(shop)] == [
-        None, through - dt.timedelta(days=1), through, through - dt.timedelta(days=5)]
+        None, dt.date.min, None, through - dt.timedelta(days=1), through, through - dt.timedelta(days=5)]
     assert {c.changed_by for c in history(shop)} == {shop.info.user}
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
         shop.execute("DELETE FROM ledger.period_close")

@@ -620,9 +620,10 @@ def test_json_has_the_documented_shape(day, dsn):
     result = cli("verify", "--dsn", dsn, "--config", str(SHOP_CONFIG), "--json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert {"ok", "since", "duration_seconds", "rules", "ledger", "in_sync", "total", "problems"} <= set(doc)
+    assert {"ok", "since", "closed_through", "duration_seconds", "rules", "ledger", "in_sync", "total",
+            "problems"} <= set(doc)
     assert doc["ok"] is False
-    assert doc["since"] is None
+    assert doc["since"] is None and doc["closed_through"] is None
     assert isinstance(doc["duration_seconds"], (int, float)) and not isinstance(doc["duration_seconds"], bool)
     assert doc["duration_seconds"] >= 0
     for key in ("in_sync", "total", "problems"):
@@ -632,7 +633,8 @@ def test_json_has_the_documented_shape(day, dsn):
         assert {"rule", "source", "eligible", "posted", "missing", "orphaned", "drifted", "failed", "trigger",
                 "error"} <= set(r)
         assert set(r) <= {"rule", "source", "eligible", "posted", "missing", "orphaned", "drifted", "failed",
-                          "trigger", "error", "seconds", "keys"}
+                          "missing_closed", "drifted_closed", "trigger", "error", "seconds", "keys"}
+        assert r["missing_closed"] is None and r["drifted_closed"] is None  # no period closed
         assert isinstance(r["rule"], str) and isinstance(r["source"], str) and isinstance(r["trigger"], str)
         assert isinstance(r["seconds"], (int, float)) and not isinstance(r["seconds"], bool) and r["seconds"] >= 0
         assert r["error"] is None

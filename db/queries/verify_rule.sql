@@ -6,7 +6,8 @@
 -- fingerprint (never NULL, so it tells a matched row): for an integer key the join's hash
 -- table holds no key text. Live postings without a desired one (orphaned) are counted by
 -- verify_postings_count.sql: every live posting matches at most one eligible row, so
--- orphaned = live postings - posted.
+-- orphaned = live postings - posted. While a period is closed, the missing and drifted rows
+-- dated in it are counted too ({{closed}}): they cannot post until it is reopened.
 WITH d AS (
 {{desired}}
 ), p AS (
@@ -15,6 +16,7 @@ WITH d AS (
 SELECT count(*) AS eligible,
        count(p.fingerprint) AS posted,
        count(*) FILTER (WHERE p.fingerprint IS NULL) AS missing,
-       count(*) FILTER (WHERE p.fingerprint IS NOT NULL AND d.fingerprint IS DISTINCT FROM p.fingerprint) AS drifted
+       count(*) FILTER (WHERE p.fingerprint IS NOT NULL AND d.fingerprint IS DISTINCT FROM p.fingerprint) AS drifted,
+       {{closed}}
 FROM d
 LEFT JOIN p ON {{join_on}}

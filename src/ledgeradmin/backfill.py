@@ -43,6 +43,7 @@ class RuleSummary:
     keys: dict[str, list[str]] = field(default_factory=dict)  # dry run with detailed
     error: str | None = None  # dry run: why the rule could not be checked (its counts are unknown)
     refused: str | None = None  # dry run: why a real run would refuse the rule (--max-reversals)
+    closed: int = 0  # dry run: rows to post or repost that are dated in the closed period (they cannot)
 
     @property
     def repaired(self) -> int:
@@ -50,7 +51,7 @@ class RuleSummary:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        for name in ("keys", "error", "refused"):
+        for name in ("keys", "error", "refused", "closed"):
             if not d[name]:
                 d.pop(name)
         return d
@@ -647,7 +648,9 @@ def _dry_run(conn, config: Config, names, limit, detailed: bool, max_keys: int, 
         if max_reversals is not None and (r.orphaned or 0) > max_reversals:
             refused.append(_too_many(r.orphaned, max_reversals))
         s.refused = "; ".join(refused) or None
-        for attr, count in (("posted", r.missing), ("reversed", r.orphaned), ("reposted", r.drifted)):
+        s.closed = (r.missing_closed or 0) + (r.drifted_closed or 0)
+        for attr, count in (("posted", (r.missing or 0) - (r.missing_closed or 0)), ("reversed", r.orphaned),
+                            ("reposted", (r.drifted or 0) - (r.drifted_closed or 0))):
             n = count or 0
             if remaining is not None:
                 n, remaining = min(n, remaining), remaining - min(n, remaining)

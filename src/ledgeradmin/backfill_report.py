@@ -61,6 +61,9 @@ def render_text(result: BackfillResult) -> str:
             lines.append(f"  {r.rule}: not checked, what it would repair is unknown: {r.error}")
         if r.refused:
             lines.append(f"  {r.rule}: a real run refuses this rule: it {r.refused}")
+        if r.closed:
+            lines.append(f"  {r.rule}: {r.closed:,} more rows are dated in the closed period: they cannot be posted "
+                         "until it is reopened (`ledgeradmin period reopen`)")
         for category, keys in r.keys.items():
             lines.append(f"  {r.rule} {category}: {', '.join(keys)}")
         if r.failed_keys:

@@ -72,8 +72,8 @@ def close(conn: psycopg.Connection, through: dt.date, *, dry_run: bool = False,
 
 def reopen(conn: psycopg.Connection, first_day: dt.date | None, *, dry_run: bool = False,
            wait: locks.LockWait = locks.LockWait(), on_retry=None) -> CloseResult:
-    """Open the days from ``first_day`` on again (None: every period)."""
-    through = None if first_day is None else first_day - dt.timedelta(days=1)
+    """Open the days from ``first_day`` on again (None, or the first day there is: every period)."""
+    through = None if first_day in (None, dt.date.min) else first_day - dt.timedelta(days=1)
 
     def check(current: dt.date | None, today: dt.date) -> None:  # noqa: ARG001 - same shape as close's
         if current is None:

@@ -42,6 +42,9 @@ class RuleReport:
     orphaned: int | None = None
     drifted: int | None = None
     failed: int | None = None
+    # of the missing and drifted rows, those dated in the closed period (None: no period closed)
+    missing_closed: int | None = None
+    drifted_closed: int | None = None
     trigger: str = OK
     error: str | None = None
     seconds: float = 0.0  # time spent on this rule's checks
@@ -83,6 +86,7 @@ class VerifyResult:
     ledger: LedgerReport
     since: dt.date | None
     duration_seconds: float = 0.0
+    closed_through: dt.date | None = None  # the books are closed through it (ledgeradmin period)
 
     @property
     def ok(self) -> bool:
@@ -105,6 +109,7 @@ class VerifyResult:
         return {
             "ok": self.ok,
             "since": self.since.isoformat() if self.since else None,
+            "closed_through": self.closed_through.isoformat() if self.closed_through else None,
             "duration_seconds": round(self.duration_seconds, 3),
             "rules": [
                 {k: round(v, 3) if k == "seconds" else v for k, v in asdict(r).items() if k != "keys" or v}
@@ -136,6 +141,7 @@ def verify(
     max_keys: int = 20,
 ) -> VerifyResult:
     """Compare the ledger with the source tables; report, change nothing."""
+    from .period import closed_through
     from .rename import names_not_in_config
 
     rules = config.select(names)
@@ -147,14 +153,15 @@ def verify(
             catalog.pin_settings(conn)
             states = {s.rule: s for s in status(conn, config, names)}
             catalog.pin_settings(conn, every_row=True)  # after status: its probes plan what verify may not read
-            reports = [_timed(_verify_rule_safely, conn, rule, states[rule.name].state, since, detailed, max_keys)
-                       for rule in rules]
+            closed = closed_through(conn)
+            reports = [_timed(_verify_rule_safely, conn, rule, states[rule.name].state, since, detailed, max_keys,
+                              closed) for rule in rules]
             ledger = _timed(_verify_ledger, conn, since, detailed, max_keys)
             ledger.rules_not_in_config = names_not_in_config(conn, config)
     finally:
         if not conn.closed:  # a connection the server ended: keep its error, not "the connection is lost"
             conn.isolation_level, conn.read_only = saved
-    return VerifyResult(reports, ledger, since, time.monotonic() - started)
+    return VerifyResult(reports, ledger, since, time.monotonic() - started, closed)
 
 
 def _timed(check, *args):
@@ -175,12 +182,13 @@ def _source(rule: Rule, target: catalog.Target, since: dt.date | None) -> str:
     return target.ident if window is None else f"(SELECT * FROM {target.ident} AS r WHERE {window})"
 
 
-def _verify_rule_safely(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int) -> RuleReport:
+def _verify_rule_safely(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int,
+                        closed: dt.date | None) -> RuleReport:
     """One rule in a savepoint: a row whose expressions cannot even be evaluated (say a
     date beyond the timestamp range) makes this rule's report an error, not verify's."""
     try:
         with conn.transaction():
-            return _verify_rule(conn, rule, trigger, since, detailed, max_keys)
+            return _verify_rule(conn, rule, trigger, since, detailed, max_keys, closed)
     except psycopg.Error as exc:
         if not is_row_error(exc):
             raise
@@ -197,7 +205,8 @@ def _failed(conn, rule: Rule) -> int:
     ).fetchone()[0]
 
 
-def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int) -> RuleReport:
+def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int,
+                 closed: dt.date | None = None) -> RuleReport:
     report = RuleReport(rule.name, rule.source, trigger=trigger)
     try:
         target = catalog.resolve(conn, rule)
@@ -212,8 +221,8 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
     if not rule.date:
         since = None  # no date to select recent rows by: such a rule is always checked whole
     parts = _parts(rule, target, since)
-    row = conn.execute(fill(template("queries/verify_rule.sql"), **parts)).fetchone()
-    report.eligible, report.posted, report.missing, report.drifted = row
+    row = conn.execute(fill(template("queries/verify_rule.sql"), **parts, closed=_closed(closed))).fetchone()
+    report.eligible, report.posted, report.missing, report.drifted, report.missing_closed, report.drifted_closed = row
     live = conn.execute(fill(template("queries/verify_postings_count.sql"), postings=parts["postings"])).fetchone()[0]
     report.orphaned = live - report.posted
     report.failed = _failed(conn, rule)
@@ -233,6 +242,16 @@ def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys
                 )
             ]
     return report
+
+
+def _closed(closed: dt.date | None) -> str:
+    """verify_rule.sql's counts of missing and drifted rows dated in the closed period."""
+    if closed is None:
+        return "NULL::bigint AS missing_closed, NULL::bigint AS drifted_closed"
+    before = f"d.effective_at < {literal((closed + dt.timedelta(days=1)).isoformat() + ' 00:00:00+00')}::timestamptz"
+    return (f"count(*) FILTER (WHERE p.fingerprint IS NULL AND {before}) AS missing_closed,\n"
+            f"       count(*) FILTER (WHERE p.fingerprint IS NOT NULL AND d.fingerprint IS DISTINCT FROM p.fingerprint"
+            f" AND {before}) AS drifted_closed")
 
 
 def _parts(rule: Rule, target: catalog.Target, since: dt.date | None) -> dict[str, str]:

@@ -24,6 +24,10 @@ def render_text(result: VerifyResult) -> str:
     for r in result.rules:
         if r.error:
             lines.append(f"  {r.rule}: {r.error}")
+        if _closed(r):
+            lines.append(f"  {r.rule}: {r.missing_closed or 0:,} missing and {r.drifted_closed or 0:,} drifted are dated "
+                         f"in the closed period (the books are closed through {result.closed_through}): they cannot "
+                         "post until it is reopened (`ledgeradmin period reopen`)")
         for category in (*CATEGORIES, "failed"):
             keys = r.keys.get(category)
             if keys:
@@ -35,6 +39,10 @@ def render_text(result: VerifyResult) -> str:
         lines.append(f"  ledger {problem}: {', '.join(items)}")
     lines.append(_overall_line(result))
     return "\n".join(lines)
+
+
+def _closed(r) -> int:
+    return (r.missing_closed or 0) + (r.drifted_closed or 0)
 
 
 def _ledger_line(result: VerifyResult) -> str:
@@ -64,8 +72,9 @@ def _overall_line(result: VerifyResult) -> str:
     problems = result.problems
     triggers = [r.rule for r in result.rules if r.trigger != "ok"]
     tail = f"{problems:,} problem{'s' if problems != 1 else ''}"
+    closed = sum(_closed(r) for r in result.rules)
     if problems:
-        tail += "; `ledgeradmin backfill` repairs them"
+        tail += "; `ledgeradmin backfill` repairs them" + (f", but for the {closed:,} in the closed period" if closed else "")
     for r in result.rules:
         if (r.orphaned or 0) > DEFAULT_MAX_REVERSALS:
             tail += (f"; {r.rule}: {r.orphaned:,} orphaned, more than backfill reverses unasked (--max-reversals):"
