@@ -1428,5 +1428,6 @@ def test_key_refuses_what_it_cannot_mean(base, dsn):
     assert "needs exactly one --rule" in refused("--key", "1")
     assert "needs exactly one --rule" in refused("--rule", "sale", "--rule", "payment", "--key", "1")
     assert "key 'x1' is not an integer" in refused("--rule", "sale", "--key", "x1")
+    assert "key '\u0663' is not an integer" in refused("--rule", "sale", "--key", "\u0663")  # Arabic-Indic 3
     assert "exclude each other" in refused("--rule", "sale", "--key", "1", "--since", "2026-01-01")
     assert snapshot(base) == before

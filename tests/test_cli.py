@@ -98,7 +98,16 @@ def test_migrate_dry_run_applies_nothing(dsn, conn):
     conn.execute("DROP SCHEMA ledger CASCADE")
     result = ok("migrate", "--dsn", dsn, "--dry-run")
     assert "0001.ledger-schema" in result.stdout
-    assert conn.execute("SELECT to_regclass('ledger.entry')").fetchone() == (None,)
+    assert conn.execute("SELECT to_regnamespace('ledger')").fetchone() == (None,)  # not even yoyo's tables
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(dsn, tmp_path):
+    path = tmp_path / "ledger.toml"
+    path.write_bytes("[rules]\n".encode("utf-16"))
+    result = run("verify", "--dsn", dsn, "--config", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {path}: not UTF-8 text"), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_install_then_status_then_reinstall(dsn, conn):

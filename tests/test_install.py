@@ -676,6 +676,15 @@ def test_partition_triggers_disabled_detached_or_replica_only_show_in_status(con
     install(conn, config)  # repairs
     assert rule_states(conn, config) == {"orders": "ok"}
 
+    conn.execute("CREATE TABLE public.orders_2026 PARTITION OF public.orders FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+    [st] = status(conn, config)
+    assert (st.state, st.detail) == ("OUTDATED", "no triggers yet on partition public.orders_2026: run "
+                                                 "`ledgeradmin install`")
+    install(conn, config)
+    conn.execute("DROP TRIGGER ledgeradmin_orders_delete ON public.orders_2026")  # one of them gone: missing
+    [st] = status(conn, config)
+    assert (st.state, st.detail) == ("MISSING", "trigger(s) missing: delete on public.orders_2026")
+    install(conn, config)
     conn.execute("ALTER TABLE public.orders DETACH PARTITION public.orders_2024")
     [st] = status(conn, config)
     assert st.state == "OUTDATED" and "also on public.orders_2024" in st.detail
@@ -750,6 +759,38 @@ def test_non_superuser_owner_can_migrate_and_install(dsn, conn, make_role):
         "SELECT DISTINCT pg_get_userbyid(proowner)::text FROM pg_proc WHERE pronamespace = 'ledger'::regnamespace"
     ).fetchall()
     assert owners == [(owner,)]
+
+
+def test_a_detached_partition_the_installer_does_not_own_keeps_the_triggers_with_a_warning(dsn, conn, make_role,
+                                                                                           tmp_path):
+    owner = make_role("LOGIN", "NOSUPERUSER", "NOCREATEROLE", "NOCREATEDB")
+    owner_dsn = hand_shop_to(conn, dsn, owner)
+    migrate(owner_dsn)
+    config = write_config(tmp_path, rule_toml(
+        "orders", "public.orders", [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}],
+        key=["id", "placed_on"], date="placed_on"))
+    conn.execute("""CREATE TABLE public.orders (id bigint NOT NULL, placed_on date NOT NULL, amount numeric NOT NULL,
+                                                PRIMARY KEY (id, placed_on)) PARTITION BY RANGE (placed_on);
+                    CREATE TABLE public.orders_2024 PARTITION OF public.orders
+                        FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')""")
+    for table in ("orders", "orders_2024"):
+        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier("public", table),
+                                                                  sql.Identifier(owner)))
+    with psycopg.connect(owner_dsn, autocommit=True) as as_owner:
+        install(as_owner, config)
+    conn.execute("ALTER TABLE public.orders DETACH PARTITION public.orders_2024")
+    conn.execute("ALTER TABLE public.orders_2024 OWNER TO CURRENT_USER")  # the installer no longer owns it
+    with psycopg.connect(owner_dsn, autocommit=True) as as_owner:
+        warnings = []
+        as_owner.add_notice_handler(lambda d: warnings.append(d.message_primary))
+        install(as_owner, config)
+        assert sorted(warnings) == [f"trigger ledgeradmin_orders_{event} stays on public.orders_2024, which is no "
+                                    "longer part of the rule's table: only its owner may drop it"
+                                    for event in ("delete", "insert", "truncate", "update")]
+        [st] = status(as_owner, config)
+        assert st.state == "OUTDATED" and "as the owner of that table" in st.detail
+    install(conn, config)  # its owner drops them
+    assert rule_states(conn, config) == {"orders": "ok"}
 
 
 def test_migration_0003_recomputes_fingerprints_from_the_journal(conn, tmp_path):

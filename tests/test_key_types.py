@@ -9,7 +9,7 @@ import pytest
 
 from ledgeradmin.backfill import backfill
 from ledgeradmin.config import parse_config
-from ledgeradmin.errors import ConfigError
+from ledgeradmin.errors import ConfigError, LedgerError
 from ledgeradmin.install import install
 from ledgeradmin.status import status
 from ledgeradmin.verify import verify
@@ -65,6 +65,37 @@ def test_a_key_column_that_changes_type_keeps_its_entries(conn, new_type):
     assert live_entries(conn) == {"1": 1, "2": 1, "3": 1}
     assert cash(conn) == 700
     assert verify(conn, config()).ok
+
+
+def test_a_key_that_becomes_an_integer_keeps_entries_keyed_in_any_text_of_that_integer(conn):
+    """numeric(10, 1) keys ('1.0') and text keys ('+3', ' 4') changed to integer: their links
+    are found by the integer rule (no row booked twice); a key no integer matches (the row
+    of '1.5', deleted while the trigger was off) refuses the install, naming it."""
+    conn.execute("CREATE TABLE public.inv (id numeric(10, 1) PRIMARY KEY, amount numeric NOT NULL)")
+    conn.execute("CREATE TABLE public.txt (id text PRIMARY KEY, amount numeric NOT NULL)")
+    both = parse_config({"accounts": ACCOUNTS, "rules": {
+        "inv": {"source": "public.inv", "lines": LINES}, "txt": {"source": "public.txt", "lines": LINES}}})
+    install(conn, both)
+    conn.execute("INSERT INTO public.inv VALUES (1, 10), (2, 20), (1.5, 5)")
+    conn.execute("INSERT INTO public.txt VALUES ('+3', 30), (' 4', 40)")
+    conn.execute("ALTER TABLE public.inv DISABLE TRIGGER USER")
+    conn.execute("DELETE FROM public.inv WHERE id = 1.5")
+    conn.execute("ALTER TABLE public.inv ENABLE TRIGGER USER")
+    conn.execute("ALTER TABLE public.inv ALTER id TYPE integer USING id::integer")
+    conn.execute("ALTER TABLE public.txt ALTER id TYPE bigint USING id::bigint")
+    with pytest.raises(LedgerError, match=r"rule inv: 1 live entries are keyed in a form its integer key \(id\) "
+                                          r"cannot match: '1\.5'"):
+        install(conn, both)
+    conn.execute("ALTER TABLE public.inv ALTER id TYPE numeric(10, 1)")
+    assert install(conn, both).relinked == {"txt": 2}  # the refused install changed nothing
+    assert backfill(conn, both, ["inv"]).rules[0].reversed == 1
+    conn.execute("ALTER TABLE public.inv ALTER id TYPE integer USING id::integer")
+    assert install(conn, both).relinked == {"inv": 2}
+    conn.execute("UPDATE public.inv SET amount = amount + 1")
+    conn.execute("UPDATE public.txt SET amount = amount + 1")
+    assert [r.repaired for r in backfill(conn, both).rules] == [0, 0]
+    assert cash(conn) == 11 + 21 + 31 + 41
+    assert verify(conn, both).ok
 
 
 def test_a_bytea_key_is_the_same_key_whatever_the_writers_bytea_output(conn):

@@ -345,6 +345,29 @@ def test_objects_planted_on_the_search_path_change_nothing(shop, dsn, other_dsn,
 # -- ledger_reader ---------------------------------------------------------------------
 
 
+def test_an_auditor_sees_the_closed_period_and_a_monitor_without_it_still_verifies(shop, dsn, roles, shop_config):
+    from click.testing import CliRunner
+
+    from ledgeradmin.cli import main
+    from ledgeradmin.period import close
+    from ledgeradmin.verify import verify
+
+    workload(shop)
+    close(shop, shop.execute("SELECT (now() AT TIME ZONE 'UTC')::date - 5").fetchone()[0])
+    auditor = roles.create("IN ROLE ledger_reader")
+    shown = CliRunner().invoke(main, ["period", "--dsn", make_conninfo(dsn, user=auditor)])
+    assert shown.exit_code == 0 and shown.stdout.startswith("the books are closed through "), shown.stderr
+    # a monitoring role created when ledger_reader lacked the grant on period_close
+    shop.execute("REVOKE SELECT ON ledger.period_close FROM ledger_reader")
+    monitor = roles.create("IN ROLE ledger_reader")
+    shop.execute(sql.SQL("GRANT SELECT ON ledger.posting, ledger.rule, ledger._yoyo_migration, public.sales, "
+                         "public.purchase_requisitions, public.payment_vouchers, public.manufacturing_orders "
+                         "TO {}").format(ident(monitor)))
+    result = verify(roles.connect(monitor, dsn), shop_config)
+    assert result.ok and result.closed_through is None
+    shop.execute("GRANT SELECT ON ledger.period_close TO ledger_reader")
+
+
 def test_ledger_reader_reads_the_journal_and_cannot_write_it(shop, dsn, roles):
     workload(shop)
     auditor = roles.create("IN ROLE ledger_reader")

@@ -13,6 +13,7 @@ moment, a re-run converges.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -542,6 +543,8 @@ def _parse_keys(batch: _Batch, keys: list[str]) -> list[tuple[str, int | None]]:
     numbers = []
     for k in keys:
         try:
+            if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", k):  # ASCII digits: int() takes any script's
+                raise ValueError(k)
             numbers.append(int(k))
         except ValueError:
             raise LedgerError(f'rule "{batch.rule.name}" is keyed by one integer column ({batch.target.key[0]}): '

@@ -134,6 +134,7 @@ def migrate(dsn: str | None, dry_run: bool) -> None:
     Example:
       ledgeradmin migrate --dsn "host=db.internal dbname=shop user=ledger_owner"
     """
+    from .migrate import READER_GRANTS, reader_role_missing
     from .migrate import migrate as run
 
     applied = run(dsn, dry_run=dry_run)
@@ -143,6 +144,9 @@ def migrate(dsn: str | None, dry_run: bool) -> None:
             click.echo(f"{verb} {m}")
     else:
         click.echo("ledger schema is up to date")
+    if not dry_run and reader_role_missing(dsn):
+        click.echo("Warning: role ledger_reader does not exist (creating it needs CREATEROLE): auditors and "
+                   f"monitoring roles read the journal through it. Create it, then: {READER_GRANTS}", err=True)
 
 
 @main.command()
@@ -166,9 +170,16 @@ def install(dsn, config_path, rules, dry_run, lock_timeout, lock_retries) -> Non
 
     config = load_config(config_path)
     with connect(dsn) as conn:
+        conn.add_notice_handler(_echo_warning)
         result = run(conn, config, rules, dry_run=dry_run, wait=LockWait(lock_timeout, lock_retries),
                      on_retry=lambda message: click.echo(message, err=True))
     _echo_install(result, config, "dry run, rolled back: " if dry_run else "")
+
+
+def _echo_warning(diag) -> None:
+    """A WARNING the install script raised (a stray trigger it may not drop), on stderr."""
+    if diag.severity_nonlocalized == "WARNING":
+        click.echo(f"Warning: {diag.message_primary}", err=True)
 
 
 def _echo_install(result, config, prefix: str) -> None:
@@ -293,8 +304,8 @@ def _echo_period(result, action: str) -> None:
     was = f"closed through {result.previous}" if result.previous else "open"
     click.echo(f"{prefix}{action}: the books are {now} (were {was})")
     if result.open_failures and result.closed_through:
-        click.echo(f"Warning: {result.open_failures:,} open failure(s) in ledger.failure: a row among them dated on "
-                   f"or before {result.closed_through} cannot post now (`ledgeradmin verify --detailed`).", err=True)
+        click.echo(f"Warning: {result.open_failures:,} open failure(s) in ledger.failure: those of rows dated on or "
+                   f"before {result.closed_through} cannot post now (`ledgeradmin verify --detailed`).", err=True)
 
 
 @period.command("close")
@@ -404,7 +415,7 @@ def status(dsn, config_path, rules, as_json) -> None:
     config = load_config(config_path)
     with connect(dsn) as conn:
         result = run(conn, config, rules)
-        closed = closed_through(conn)
+        closed = closed_through(conn, required=False)
     if as_json:
         emit_json({"rules": [r.as_dict() for r in result], "ok": all(r.ok for r in result),
                    "closed_through": closed and closed.isoformat()})

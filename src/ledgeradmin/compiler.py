@@ -426,6 +426,8 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         triggers += statements("rule_triggers.sql", function=function, trigger=trigger, source=relation)
     checksum = hashlib.sha256("\n;\n".join([create, *triggers]).encode()).hexdigest()[:16]
     triggers += statements("rule_key_form.sql", rule=literal(rule.name), **_key_form(target))
+    if target.integer_key:
+        triggers += statements("rule_key_check.sql", rule=literal(rule.name), key=literal(target.key[0]))
     triggers += statements("rule_stray_triggers.sql", function=function,
                            relations=", ".join(literal(r) for r in (target.ident, *target.partitions)))
     triggers += statements(
@@ -442,9 +444,12 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
 def _key_form(target: Target) -> dict[str, str]:
     """rule_key_form.sql: the links of the rule's key in the other form, and their new key_num."""
     if target.integer_key:
-        return {"key_num": "source_key::bigint",
-                "other_form": ("key_num IS NULL AND source_key ~ '^-?[0-9]{1,19}$'\n"
-                               "  AND source_key::numeric BETWEEN -9223372036854775808 AND 9223372036854775807")}
+        # the text of an integer, a numeric one ('1.0') or a signed one ('+3'): the same row
+        return {"key_num": "source_key::numeric::bigint",
+                "other_form": ("key_num IS NULL\n"
+                               "  AND CASE WHEN source_key ~ '^[[:space:]]*[+-]?[0-9]{1,19}([.]0*)?[[:space:]]*$'\n"
+                               "           THEN source_key::numeric BETWEEN -9223372036854775808 AND 9223372036854775807"
+                               "\n      END")}
     return {"key_num": "NULL", "other_form": "key_num IS NOT NULL"}
 
 

@@ -101,6 +101,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}): {exc.reason}",
+                          hint="save the file as UTF-8 (TOML files are UTF-8)") from None
     return parse_config(data, p)
 
 

@@ -55,6 +55,9 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False) -> list[str]:
     conninfo = resolve_dsn(dsn)
     with connect(conninfo) as conn:
         refuse_newer_schema(conn)
+        if dry_run:  # read only: what is not applied yet, without yoyo's lock and tables
+            done = set(applied(conn))
+            return [m.id for m in migrations() if m.id not in done]
         conn.execute("CREATE SCHEMA IF NOT EXISTS ledger")
     try:
         backend = _Backend(conninfo)
@@ -62,13 +65,23 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False) -> list[str]:
             backend.init_database()
             with backend.lock():
                 pending = backend.to_apply(migrations())
-                if not dry_run:
-                    backend.apply_migrations(pending)
+                backend.apply_migrations(pending)
                 return [m.id for m in pending]
         finally:
             backend.connection.close()
     except psycopg.Error as exc:
         raise LedgerError(f"migration failed: {redact(str(exc).strip(), conninfo)}", hint=database_hint(exc)) from None
+
+
+#: What migrations 0002 and 0005 grant ledger_reader, for a DBA who creates the role later.
+READER_GRANTS = ("GRANT USAGE ON SCHEMA ledger TO ledger_reader; GRANT SELECT ON ledger.account, ledger.entry, "
+                 "ledger.line, ledger.failure, ledger.period_close TO ledger_reader;")
+
+
+def reader_role_missing(dsn: str | None = None) -> bool:
+    """Whether role ledger_reader is absent: migrate creates it only with CREATEROLE."""
+    with connect(resolve_dsn(dsn)) as conn:
+        return conn.execute("SELECT pg_catalog.to_regrole('ledger_reader') IS NULL").fetchone()[0]
 
 
 def applied(conn: psycopg.Connection) -> list[str]:

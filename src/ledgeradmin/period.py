@@ -38,8 +38,11 @@ class CloseResult:
 
 
 def history(conn: psycopg.Connection, limit: int | None = None) -> list[Change]:
-    """The closes and reopens, latest first."""
-    require_schema(conn)
+    """The closes and reopens, latest first. Needs only SELECT on ledger.period_close (an
+    auditor in ledger_reader may look)."""
+    if conn.execute("SELECT pg_catalog.to_regclass('ledger.period_close')").fetchone()[0] is None:
+        raise LedgerError("the ledger schema has no closed periods yet (ledger.period_close)",
+                          hint="run `ledgeradmin migrate` first")
     rows = conn.execute(
         "SELECT closed_through, changed_at, changed_by FROM ledger.period_close ORDER BY id DESC LIMIT %s",
         (limit,),
@@ -47,8 +50,14 @@ def history(conn: psycopg.Connection, limit: int | None = None) -> list[Change]:
     return [Change(*row) for row in rows]
 
 
-def closed_through(conn: psycopg.Connection) -> dt.date | None:
-    """The date the books are closed through; None when every period is open."""
+def closed_through(conn: psycopg.Connection, *, required: bool = True) -> dt.date | None:
+    """The date the books are closed through; None when every period is open. Not
+    ``required``: None too for a role that may not read ledger.period_close (a monitoring
+    role of verify or status granted only what they read besides)."""
+    if not required and not conn.execute(
+            "SELECT coalesce(pg_catalog.has_table_privilege(t, 'SELECT'), false)"
+            " FROM pg_catalog.to_regclass('ledger.period_close') AS t").fetchone()[0]:
+        return None
     latest = history(conn, limit=1)
     return latest[0].closed_through if latest else None
 

@@ -96,22 +96,28 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
     def where(rel: str) -> str:
         return "" if rel == target.label else f" on {rel}"
 
-    missing = [f"{name.removeprefix(prefix + '_')}{where(rel)}" for _, rel in relations for name in names
-               if (rel, name) not in found]
+    missing = [f"{name.removeprefix(prefix + '_')}" for name in names if (target.label, name) not in found]
+    # a partition created (or attached) since the last install has none of them yet
+    new_partitions = [rel for _, rel in relations[1:] if not any((rel, name) in found for name in names)]
+    missing += [f"{name.removeprefix(prefix + '_')}{where(rel)}" for _, rel in relations[1:] for name in names
+                if (rel, name) not in found and rel not in new_partitions]
     installed = row is not None and not missing
     # D: disabled; R: fires only under session_replication_role = replica, never for the application
     disabled = [f"{name}{where(rel)}{' (replica only)' if enabled == 'R' else ''}"
                 for (rel, name), enabled in sorted(found.items()) if enabled in ("D", "R")]
     enabled = installed and not disabled
-    up_to_date = (installed and not stray and registered is not None and registered[1] == compiled.checksum
+    up_to_date = (installed and not stray and not new_partitions and registered is not None and registered[1] == compiled.checksum
                   and row[0] == compiled.body)
     if not installed:
         state, detail = "MISSING", ("posting function missing" if row is None else f"trigger(s) missing: {', '.join(missing)}")
     elif disabled:
         state, detail = "DISABLED", f"disabled: {', '.join(disabled)}"
+    elif new_partitions:
+        state, detail = "OUTDATED", (f"no triggers yet on partition {', '.join(new_partitions)}: run "
+                                     "`ledgeradmin install`")
     elif stray:
         state, detail = "OUTDATED", (f"its triggers are also on {', '.join(stray)}, no longer part of {target.label}: "
-                                     "run `ledgeradmin install`")
+                                     "run `ledgeradmin install` (as the owner of that table)")
     elif not up_to_date:
         state, detail = "OUTDATED", "installed SQL differs from the config: run `ledgeradmin install`"
     else:
