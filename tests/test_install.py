@@ -526,6 +526,9 @@ def test_sql_output_applied_with_psql_equals_install(dsn, other_dsn, conn, tmp_p
     script = tmp_path / "install.sql"
     script.write_text(run_sql_command("--dsn", dsn, "--config", str(SHOP_TOML)))
     assert installed_state(conn)["triggers"] == []  # printing the SQL changed nothing
+    # it takes turns with install, uninstall and period (their advisory lock) first
+    first = next(line for line in script.read_text().splitlines() if line and not line.startswith("--"))
+    assert first == "SELECT pg_catalog.pg_advisory_xact_lock(5504916514776695876);"
     assert posting_functions(conn) == set()
 
     psql(dsn, script)

@@ -75,7 +75,8 @@ def compile_rules(conn: psycopg.Connection, config: Config, names=None) -> list[
 def script(conn: psycopg.Connection, config: Config, names=None) -> Script:
     """The install SQL of the selected rules (checked against the database of ``conn``)."""
     rules = compile_rules(conn, config, names)
-    return Script(compiler.core_statements() + compiler.accounts_statement(config), rules)
+    return Script(locks.ddl_lock_statements() + compiler.core_statements() + compiler.accounts_statement(config),
+                  rules)
 
 
 @dataclass

@@ -50,6 +50,13 @@ class LockWait:
         return min(0.5 * 2 ** (attempt - 2), 5.0)
 
 
+def ddl_lock_statements() -> list[str]:
+    """The install script's first statement: the advisory lock of install and uninstall,
+    so that the SQL of `ledgeradmin sql`, applied by a pipeline, takes turns with them too
+    (install holds it already; taking it again is free)."""
+    return [f"SELECT pg_catalog.pg_advisory_xact_lock({DDL_LOCK})"]
+
+
 @contextmanager
 def bounded(conn: psycopg.Connection, wait: LockWait) -> Iterator[None]:
     """The body of an attempt's transaction: every lock wait bounded, the DDL lock taken

@@ -104,7 +104,9 @@ def _require_same_rows(old: str, new: str, target: catalog.Target, registered, l
         form = "one integer column" if target.integer_key else "not one integer column"
         raise LedgerError(refused + f'{misfit:,} live entries of rule "{old}" are keyed in another form than '
                           f'rule "{new}" keys the rows of {target.label} ({form}): not the same rows',
-                          hint="a rename keeps `source` and `key`; change them afterwards, as for any rule")
+                          hint="a rename keeps `source` and `key`; change them afterwards, as for any rule. If the "
+                               "key column changed type since the rule was installed, run `ledgeradmin install` "
+                               "with the config before the rename first (it relinks the entries), then rename")
     if live and not found:
         raise LedgerError(refused + f'none of the {live:,} live entries of rule "{old}" has its key in '
                           f'{target.label}: not the same rows',
