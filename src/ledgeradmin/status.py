@@ -106,8 +106,8 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
     disabled = [f"{name}{where(rel)}{' (replica only)' if enabled == 'R' else ''}"
                 for (rel, name), enabled in sorted(found.items()) if enabled in ("D", "R")]
     enabled = installed and not disabled
-    up_to_date = (installed and not stray and not new_partitions and registered is not None and registered[1] == compiled.checksum
-                  and row[0] == compiled.body)
+    up_to_date = (installed and not stray and not new_partitions and registered is not None
+                  and registered[1] == compiled.checksum and row[0] == compiled.body)
     if not installed:
         state, detail = "MISSING", ("posting function missing" if row is None else f"trigger(s) missing: {', '.join(missing)}")
     elif disabled:
