@@ -613,17 +613,22 @@ def test_mixed_case_table_in_a_schema_off_the_search_path(conn, tmp_path):
     assert rule_states(conn, config) == {"mixed": "ok"}
 
 
-def test_partitioned_source_table(conn, tmp_path):
-    conn.execute(
-        """CREATE TABLE public.orders (id bigint NOT NULL, placed_on date NOT NULL, amount numeric(12, 2) NOT NULL,
-                                       PRIMARY KEY (id, placed_on)) PARTITION BY RANGE (placed_on);
-           CREATE TABLE public.orders_2024 PARTITION OF public.orders FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
-           CREATE TABLE public.orders_2025 PARTITION OF public.orders FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')"""
-    )
-    config = write_config(tmp_path, rule_toml(
+def orders_by_year(conn, tmp_path: Path, *years: int, **fields):
+    """public.orders, partitioned by year (a partition for each of ``years``), and the
+    config of rule "orders" on it, keyed by (id, placed_on) and dated placed_on."""
+    conn.execute("""CREATE TABLE public.orders (id bigint NOT NULL, placed_on date NOT NULL,
+                                                amount numeric(12, 2) NOT NULL, PRIMARY KEY (id, placed_on))
+                    PARTITION BY RANGE (placed_on)""")
+    for year in years:
+        conn.execute(f"CREATE TABLE public.orders_{year} PARTITION OF public.orders"
+                     f" FOR VALUES FROM ('{year}-01-01') TO ('{year + 1}-01-01')")
+    return write_config(tmp_path, rule_toml(
         "orders", "public.orders", [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}],
-        key=["id", "placed_on"], date="placed_on", memo="'Order ' || id",
-    ))
+        key=["id", "placed_on"], date="placed_on", **fields))
+
+
+def test_partitioned_source_table(conn, tmp_path):
+    config = orders_by_year(conn, tmp_path, 2024, 2025, memo="'Order ' || id")
     install(conn, config)
     conn.execute("INSERT INTO public.orders VALUES (1, '2024-03-01', 50), (2, '2025-06-30', 7.5)")
     assert set(live(conn)) == {"(1,2024-03-01)", "(2,2025-06-30)"}
@@ -656,16 +661,7 @@ def test_partition_triggers_disabled_detached_or_replica_only_show_in_status(con
     """status checks every partition's triggers: one disabled, or enabled for replicas only
     (which the application's writes never fire), is DISABLED; a partition since detached
     keeps the rule's triggers until install removes them (OUTDATED until then)."""
-    conn.execute(
-        """CREATE TABLE public.orders (id bigint NOT NULL, placed_on date NOT NULL, amount numeric(12, 2) NOT NULL,
-                                       PRIMARY KEY (id, placed_on)) PARTITION BY RANGE (placed_on);
-           CREATE TABLE public.orders_2024 PARTITION OF public.orders FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
-           CREATE TABLE public.orders_2025 PARTITION OF public.orders FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')"""
-    )
-    config = write_config(tmp_path, rule_toml(
-        "orders", "public.orders", [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}],
-        key=["id", "placed_on"], date="placed_on",
-    ))
+    config = orders_by_year(conn, tmp_path, 2024, 2025)
     install(conn, config)
     conn.execute("ALTER TABLE public.orders_2025 DISABLE TRIGGER ledgeradmin_orders_insert")
     [st] = status(conn, config)
@@ -769,13 +765,7 @@ def test_a_detached_partition_the_installer_does_not_own_keeps_the_triggers_with
     owner = make_role("LOGIN", "NOSUPERUSER", "NOCREATEROLE", "NOCREATEDB")
     owner_dsn = hand_shop_to(conn, dsn, owner)
     migrate(owner_dsn)
-    config = write_config(tmp_path, rule_toml(
-        "orders", "public.orders", [{"account": "1100", "debit": "amount"}, {"account": "4000", "credit": "amount"}],
-        key=["id", "placed_on"], date="placed_on"))
-    conn.execute("""CREATE TABLE public.orders (id bigint NOT NULL, placed_on date NOT NULL, amount numeric NOT NULL,
-                                                PRIMARY KEY (id, placed_on)) PARTITION BY RANGE (placed_on);
-                    CREATE TABLE public.orders_2024 PARTITION OF public.orders
-                        FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')""")
+    config = orders_by_year(conn, tmp_path, 2024)
     for table in ("orders", "orders_2024"):
         conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier("public", table),
                                                                   sql.Identifier(owner)))

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from invariants import LIVE_ENTRIES
 from ledgeradmin.backfill import backfill
 from ledgeradmin.cli import main
 from ledgeradmin.errors import LedgerError
@@ -21,11 +22,7 @@ from ledgeradmin.verify import verify
 
 SHOP_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "shop" / "ledger.toml"
 
-LIVE = """
-    SELECT e.id, e.effective_at FROM ledger.entry AS e
-    WHERE e.rule = %s AND e.source_key = %s AND e.reverses IS NULL
-      AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
-"""
+LIVE = f"SELECT e.id, e.effective_at FROM ({LIVE_ENTRIES}) AS e WHERE e.rule = %s AND e.source_key = %s"
 
 
 def cli(*args: str):

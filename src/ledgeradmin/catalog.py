@@ -278,7 +278,8 @@ def check_determinism(conn: psycopg.Connection, rule: Rule) -> None:
         for text in _LITERAL.findall(expr):
             if text.strip().lower() in TIME_LITERALS:
                 _changes_with_time(ctx, field, f"'{text}'")
-        if any(_arguments(_QUOTED.sub(" ", expr), m.end()) == 1 for m in _AGE_CALL.finditer(_QUOTED.sub(" ", expr))):
+        bare = _QUOTED.sub(" ", expr)
+        if any(_arguments(bare, m.end()) == 1 for m in _AGE_CALL.finditer(bare)):
             _changes_with_time(ctx, field, "age() with one argument (the age at today's date)")
 
 

@@ -71,12 +71,17 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
-def finish(result, as_json: bool, render_text) -> None:
-    """Print a check's result (JSON or text) and exit 1 when it found problems."""
+def show(result, as_json: bool, render_text) -> None:
+    """Print a check's result: JSON or text."""
     if as_json:
         emit_json(result.as_dict())
     else:
         click.echo(render_text(result))
+
+
+def finish(result, as_json: bool, render_text) -> None:
+    """Print a check's result (JSON or text) and exit 1 when it found problems."""
+    show(result, as_json, render_text)
     if not result.ok:
         sys.exit(EXIT_PROBLEMS)
 
@@ -471,10 +476,7 @@ def verify(dsn, config_path, rules, since, detailed, max_keys, prometheus_file, 
         try:
             write_textfile(result, prometheus_file)
         except LedgerError:  # verify ran: its report first, then the error (exit 2)
-            if as_json:
-                emit_json(result.as_dict())
-            else:
-                click.echo(render_text(result))
+            show(result, as_json, render_text)
             raise
     finish(result, as_json, render_text)
 

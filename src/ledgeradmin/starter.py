@@ -8,6 +8,7 @@ import unicodedata
 
 import psycopg
 
+from .compiler import literal
 from .config import parse_qualified_name
 from .errors import LedgerError
 
@@ -86,7 +87,7 @@ def starter(conn: psycopg.Connection | None = None, table: str | None = None) ->
     when_line = ("when = " + _toml(ident[statuses[0]] + " = 'completed'")) if statuses else (
         "# when = \"status = 'completed'\"")
     date_line = ("date = " + _toml(ident[dates[0]])) if dates else '# date = "created_at"'
-    memo = _toml(f"{_literal(name + ' ')} || {ident[key[0]]}" if key else _literal(name))
+    memo = _toml(f"{literal(name + ' ')} || {ident[key[0]]}" if key else literal(name))
     body = [
         "",
         _comment(f"# Drafted from {table}. Its columns:"),
@@ -118,11 +119,6 @@ def _rule_name(table: str) -> str:
     if rule[:1].isdigit():
         rule = "r_" + rule
     return rule[:40].rstrip("_") or "rule"
-
-
-def _literal(text: str) -> str:
-    """A SQL string literal of ``text`` (standard_conforming_strings, on since PostgreSQL 9.1)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _toml(text: str) -> str:
