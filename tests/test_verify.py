@@ -442,6 +442,46 @@ def test_config_change_not_installed_is_outdated(day, dsn, tmp_path):
     assert_clean_except(doc, "sale")
 
 
+
+def test_a_rule_that_no_longer_fits_its_table_is_invalid(day, dsn, tmp_path):
+    """A column only memo reads, renamed, or a function memo calls, dropped, leaves the
+    installed function as it was (nothing it compares reads memo) while each sale's posting
+    fails: status, verify and backfill name the field and the reason; the other rules are
+    still checked."""
+    def sale_status(config=SHOP_CONFIG) -> dict:
+        result = cli("status", "--dsn", dsn, "--config", str(config), "--json")
+        assert result.exit_code == 1, result.output
+        return next(r for r in json.loads(result.stdout)["rules"] if r["rule"] == "sale")
+
+    day.execute("ALTER TABLE public.sales RENAME customer TO client")
+    with pytest.raises(psycopg.Error, match='cannot post public.sales row .*column "customer" does not exist'):
+        day.execute("INSERT INTO public.sales (client, total, tax) VALUES ('ann', 11, 1)")
+    day.rollback()
+    assert sale_status()["state"] == "INVALID"
+    assert sale_status()["detail"].startswith('field memo: column "customer" does not exist;')
+    code, doc = run_verify(dsn)
+    assert code == 1
+    assert rule_of(doc, "sale")["trigger"] == "INVALID"
+    assert rule_of(doc, "sale")["error"].startswith('field memo: column "customer" does not exist;')
+    assert_clean_except(doc, "sale")
+    result = cli("backfill", "--dsn", dsn, "--config", str(SHOP_CONFIG))
+    assert result.exit_code == 2 and 'sale is INVALID (field memo: column "customer"' in result.stderr
+    day.execute("ALTER TABLE public.sales RENAME client TO customer")
+    assert run_verify(dsn)[0] == 0
+
+    day.execute("CREATE FUNCTION public.sale_label(bigint) RETURNS text LANGUAGE sql IMMUTABLE"
+                " RETURN 'Sale ' || $1")
+    text = SHOP_CONFIG.read_text(encoding="utf-8")
+    old = "memo = \"'Sale ' || id || ' to ' || customer\""
+    assert old in text
+    labelled = tmp_path / "ledger.toml"
+    labelled.write_text(text.replace(old, 'memo = "public.sale_label(id)"'), encoding="utf-8")
+    assert cli("install", "--dsn", dsn, "--config", str(labelled)).exit_code == 0
+    day.execute("DROP FUNCTION public.sale_label(bigint)")
+    assert sale_status(labelled)["detail"].startswith("field memo: function public.sale_label(bigint) does not exist;")
+    day.execute("ALTER TABLE public.sales ALTER total TYPE text")  # and an amount of the wrong type
+    assert sale_status(SHOP_CONFIG)["detail"].startswith("field lines[1].debit: 'total' is of type text, expected")
+
 @contextmanager
 def guards_off(conn):
     """A transaction in which the ledger's immutability guards are off, to plant damage."""
@@ -922,6 +962,14 @@ def test_verify_works_for_a_role_with_only_select(day, dsn, shop_config, connect
         auditor = connect(autocommit=True, user="verify_auditor_t")
         result = verify(auditor, shop_config)
         assert result.ok, result.as_dict()
+        # without SELECT on a source table every rule on it would seem changed: an error naming the grant
+        day.execute("REVOKE SELECT ON public.payment_vouchers FROM verify_auditor_t")
+        for command in ("status", "verify"):
+            denied = cli(command, "--dsn", auditor.info.dsn, "--config", str(SHOP_CONFIG))
+            assert denied.exit_code == 2, denied.output
+            assert denied.stderr.startswith("Error: permission denied for table public.payment_vouchers: status and "
+                                            "verify plan the rules against their tables\nHint: GRANT SELECT ON "
+                                            "public.payment_vouchers TO "), denied.stderr
         auditor.close()
     finally:
         day.execute("DROP OWNED BY verify_auditor_t")

@@ -285,13 +285,13 @@ def _require_installed(conn, config: Config, names) -> None:
     """Backfill posts through the installed SQL's shared pieces and the accounts of the
     config: it refuses rules that are not installed as the config says (a disabled
     trigger is fine: repairing an outage is what backfill is for)."""
-    from .status import status
+    from .status import INVALID, status
 
     bad = [s for s in status(conn, config, names) if s.state not in ("ok", "DISABLED", "NOT IN CONFIG")]
     if bad:
         raise LedgerError(
             "backfill needs the rules installed as configured: "
-            + "; ".join(f"{s.rule} is {s.state}" for s in bad),
+            + "; ".join(f"{s.rule} is {s.state}" + (f" ({s.detail})" if s.state == INVALID else "") for s in bad),
             hint="run `ledgeradmin install` first (`ledgeradmin status` shows why)",
         )
 

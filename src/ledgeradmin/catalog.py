@@ -392,6 +392,26 @@ def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> N
             )
 
 
+def check_still_plans(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
+    """check_expressions for status, which runs it on every call: all the rule's expressions
+    planned in one probe and their types read in one query. A column only `memo` reads,
+    renamed or dropped, or a function the rule calls, dropped, leaves the installed function
+    as it was while every posting fails. When anything is off, check_expressions names
+    the field."""
+    exprs = expressions(rule)
+    query = f"SELECT {', '.join(f'({e})' for _, e, _ in exprs)} FROM {target.ident} AS r LIMIT 0"
+    try:
+        types = _probe(conn, query, f'rule "{rule.name}"', every_column=True)
+    except ConfigError:
+        check_expressions(conn, rule, target)
+        raise
+    categories = dict(conn.execute("SELECT oid, typcategory FROM pg_catalog.pg_type WHERE oid = ANY (%s::oid[])",
+                                   (list(types),)).fetchall())
+    if any(_CATEGORIES[kind] is not None and categories.get(oid) not in _CATEGORIES[kind]
+           for (_, _, kind), oid in zip(exprs, types)):
+        check_expressions(conn, rule, target)
+
+
 def _check_constant_amount(conn: psycopg.Connection, expr: str, ctx: str) -> None:
     """An amount that needs no row (a literal, say) is evaluated now: beyond numeric(20, 4)
     it could never post."""
@@ -412,7 +432,8 @@ def check_query(conn: psycopg.Connection, query: str, ctx: str) -> None:
     _probe(conn, query, ctx)
 
 
-def _probe(conn: psycopg.Connection, query: str, ctx: str) -> int:
+def _probe(conn: psycopg.Connection, query: str, ctx: str, *, every_column: bool = False):
+    """Plan ``query``: the type of its first column (of each, with ``every_column``)."""
     try:
         with conn.transaction():
             pin_settings(conn)
@@ -422,6 +443,8 @@ def _probe(conn: psycopg.Connection, query: str, ctx: str) -> int:
             # a later change of the table.)
             cur.execute(query, binary=True)
             assert cur.description is not None
+            if every_column:
+                return [column.type_code for column in cur.description]
             return cur.description[0].type_code
     except psycopg.Error as exc:
         if not _about_the_query(exc):

@@ -8,10 +8,11 @@ import psycopg
 
 from . import catalog, compiler
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, LedgerError
 from .migrate import require_schema
 
 OK = "ok"
+INVALID = "INVALID"  # the rule no longer fits its table (install would refuse it)
 EVENTS = ("insert", "update", "delete", "truncate")
 
 
@@ -23,7 +24,7 @@ class RuleStatus:
     installed: bool  # posting function and all four triggers exist
     enabled: bool  # no trigger disabled (session_replication_role = replica skips them too)
     up_to_date: bool  # installed SQL equals what the config compiles to today
-    state: str  # ok | MISSING | DISABLED | OUTDATED | NO SOURCE | NOT IN CONFIG
+    state: str  # ok | MISSING | INVALID | DISABLED | OUTDATED | NO SOURCE | NOT IN CONFIG
     detail: str = ""
     checksum: str | None = None  # recorded at the last install (None: never installed)
 
@@ -68,6 +69,7 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
     except ConfigError as exc:
         return RuleStatus(**base, installed=False, enabled=False, up_to_date=False, state="NO SOURCE",
                           detail=exc.message + _moved(conn, rule.name))
+    _require_select(conn, target)
     compiled = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target))
     prefix = compiler.trigger_prefix(rule.name)
     names = [f"{prefix}_{e}" for e in EVENTS]
@@ -102,6 +104,7 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
     missing += [f"{name.removeprefix(prefix + '_')}{where(rel)}" for _, rel in relations[1:] for name in names
                 if (rel, name) not in found and rel not in new_partitions]
     installed = row is not None and not missing
+    invalid = _invalid(conn, rule, target) if installed else None
     # D: disabled; R: fires only under session_replication_role = replica, never for the application
     disabled = [f"{name}{where(rel)}{' (replica only)' if enabled == 'R' else ''}"
                 for (rel, name), enabled in sorted(found.items()) if enabled in ("D", "R")]
@@ -110,6 +113,8 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
                   and registered[1] == compiled.checksum and row[0] == compiled.body)
     if not installed:
         state, detail = "MISSING", ("posting function missing" if row is None else f"trigger(s) missing: {', '.join(missing)}")
+    elif invalid:
+        state, detail = INVALID, invalid
     elif disabled:
         state, detail = "DISABLED", f"disabled: {', '.join(disabled)}"
     elif new_partitions:
@@ -123,6 +128,29 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
     else:
         state, detail = OK, ""
     return RuleStatus(**base, installed=installed, enabled=enabled, up_to_date=up_to_date, state=state, detail=detail)
+
+
+def _require_select(conn: psycopg.Connection, target: catalog.Target) -> None:
+    """status compiles each rule against its table as install does, planning its
+    expressions: a role that may not read the table would see every rule differ."""
+    if not conn.execute("SELECT pg_catalog.has_table_privilege(%s::oid, 'SELECT')", (target.oid,)).fetchone()[0]:
+        raise LedgerError(
+            f"permission denied for table {target.label}: status and verify plan the rules against their tables",
+            hint=f"GRANT SELECT ON {target.label} TO the role that runs them (docs/verify.md, \"Privileges\")",
+        )
+
+
+def _invalid(conn: psycopg.Connection, rule, target: catalog.Target) -> str | None:
+    """Why the rule no longer fits its table, which install would refuse (a column or a
+    function an expression names is gone, a column's type changed), or None. The installed
+    function is unchanged, so nothing else shows it while the writes it posts fail."""
+    try:
+        catalog.check_still_plans(conn, rule, target)
+    except ConfigError as exc:
+        reason = exc.message.removeprefix(f'rule "{rule.name}", ')
+        return (f"{reason}; install refuses the rule as it is, and the writes it posts may fail (under defer: "
+                "be recorded): fix ledger.toml, then `ledgeradmin install`")
+    return None
 
 
 def _moved(conn: psycopg.Connection, rule: str) -> str:

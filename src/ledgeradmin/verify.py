@@ -21,7 +21,7 @@ from . import catalog, compiler
 from .compiler import fill, literal, template
 from .config import Config, Rule
 from .errors import ConfigError, is_row_error
-from .status import OK, status
+from .status import INVALID, OK, RuleStatus, status
 
 CATEGORIES = ("missing", "orphaned", "drifted")
 CURRENCY_SAMPLE_PAGES = 2000  # pages of ledger.line read for candidate currencies (all of a smaller table)
@@ -154,8 +154,8 @@ def verify(
             states = {s.rule: s for s in status(conn, config, names)}
             catalog.pin_settings(conn, every_row=True)  # after status: its probes plan what verify may not read
             closed = closed_through(conn, required=False)
-            reports = [_timed(_verify_rule_safely, conn, rule, states[rule.name].state, since, detailed, max_keys,
-                              closed) for rule in rules]
+            reports = [_timed(_verify_rule_safely, conn, rule, states[rule.name], since, detailed, max_keys, closed)
+                       for rule in rules]
             ledger = _timed(_verify_ledger, conn, since, detailed, max_keys)
             ledger.rules_not_in_config = names_not_in_config(conn, config)
     finally:
@@ -182,17 +182,17 @@ def _source(rule: Rule, target: catalog.Target, since: dt.date | None) -> str:
     return target.ident if window is None else f"(SELECT * FROM {target.ident} AS r WHERE {window})"
 
 
-def _verify_rule_safely(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int,
+def _verify_rule_safely(conn, rule: Rule, state: RuleStatus, since, detailed: bool, max_keys: int,
                         closed: dt.date | None) -> RuleReport:
     """One rule in a savepoint: a row whose expressions cannot even be evaluated (say a
     date beyond the timestamp range) makes this rule's report an error, not verify's."""
     try:
         with conn.transaction():
-            return _verify_rule(conn, rule, trigger, since, detailed, max_keys, closed)
+            return _verify_rule(conn, rule, state, since, detailed, max_keys, closed)
     except psycopg.Error as exc:
         if not is_row_error(exc):
             raise
-        report = RuleReport(rule.name, rule.source, trigger=trigger,
+        report = RuleReport(rule.name, rule.source, trigger=state.state,
                             error=f"could not evaluate the rule on every row: {exc.diag.message_primary}"
                                   f" (SQLSTATE {exc.sqlstate}); `ledgeradmin backfill` records the rows at fault")
         report.failed = _failed(conn, rule)
@@ -205,9 +205,13 @@ def _failed(conn, rule: Rule) -> int:
     ).fetchone()[0]
 
 
-def _verify_rule(conn, rule: Rule, trigger: str, since, detailed: bool, max_keys: int,
+def _verify_rule(conn, rule: Rule, state: RuleStatus, since, detailed: bool, max_keys: int,
                  closed: dt.date | None = None) -> RuleReport:
-    report = RuleReport(rule.name, rule.source, trigger=trigger)
+    report = RuleReport(rule.name, rule.source, trigger=state.state)
+    if state.state == INVALID:  # its queries would fail as its postings do
+        report.error = state.detail
+        report.failed = _failed(conn, rule)
+        return report
     try:
         target = catalog.resolve(conn, rule)
     except ConfigError as exc:
