@@ -34,7 +34,8 @@ SHOP_TOML = REPO / "examples" / "shop" / "ledger.toml"
 SHOP_RULES = {"sale", "requisition", "payment", "manufacturing"}
 SHOP_TABLES = {"sales", "purchase_requisitions", "payment_vouchers", "manufacturing_orders"}
 MIGRATIONS = ["0001.ledger-schema", "0002.ledger-reader-role", "0003.posting-fingerprint-bigint",
-              "0004.posting-replica-identity", "0005.ledger-closed-periods"]
+              "0004.posting-replica-identity", "0005.ledger-closed-periods",
+              "0006.posting-fingerprint-sign-weight"]
 PSQL = "/usr/bin/psql"
 UTC = timezone.utc
 
@@ -810,6 +811,7 @@ def test_migration_0003_recomputes_fingerprints_from_the_journal(conn, tmp_path)
                     AS $f$ BEGIN -- md5(concat_ws('|', NULL, d.currency, ...))
                     RETURN NULL; END $f$""")
     conn.execute((migration / "0003.posting-fingerprint-bigint.sql").read_text())
+    conn.execute((migration / "0006.posting-fingerprint-sign-weight.sql").read_text())
     after = dict(conn.execute("SELECT entry_id, fingerprint FROM ledger.posting").fetchall())
     assert after == before
     install(conn, config)
@@ -817,6 +819,44 @@ def test_migration_0003_recomputes_fingerprints_from_the_journal(conn, tmp_path)
     assert result.ok, result.as_dict()
     assert [(r.rule, r.eligible, r.posted, r.drifted) for r in result.rules] == [("sale", 20, 20, 0),
                                                                                ("undated", 20, 20, 0)]
+
+
+def test_migration_0006_recomputes_fingerprints_with_sign_and_weight(conn, tmp_path):
+    """Migration 0006 turns each fingerprint that is the old hash of its entry (dated or
+    not) into the new one, leaves any other as it was, and its rollback turns them back:
+    the posting functions of each version then find their rows in sync."""
+    undated = rule_toml("undated", "public.sales", [{"account": "1000", "debit": "tax"},
+                                                     {"account": "2200", "credit": "tax"}],
+                        when="status = 'completed'")
+    config = write_config(tmp_path, sale_rule(), undated)
+    install(conn, config)
+    conn.execute("""INSERT INTO public.sales (customer, payment_method, total, tax, sold_at)
+                    SELECT 'c' || i, 'cash', 10 * i - 50.5, i - 5, now() - i * interval '1 day'
+                    FROM generate_series(1, 20) AS i""")
+    new = dict(conn.execute("SELECT entry_id, fingerprint FROM ledger.posting").fetchall())
+    assert len(new) == 39  # tax 0: the undated rule posts nothing for that sale
+    migration = REPO / "db" / "migrations"
+    conn.execute((migration / "0006.posting-fingerprint-sign-weight.rollback.sql").read_text())
+    old = dict(conn.execute("SELECT entry_id, fingerprint FROM ledger.posting").fetchall())
+    assert old.keys() == new.keys() and all(old[k] != new[k] for k in new)
+    # the old hash, as the posting functions before 0006 computed it, of sale 3 (dated)
+    sale3 = conn.execute(
+        """SELECT e.id, hashtextextended(min(l.currency), hashfloat8extended(date_part('epoch', e.effective_at), 0))
+                  # sum((hash_numeric_extended(l.debit - l.credit, hashtext(l.account)) >> 9)
+                        - (hash_numeric_extended(0, hashtext(l.account)) >> 9))::bigint
+           FROM ledger.entry AS e JOIN ledger.line AS l ON l.entry_id = e.id
+           WHERE e.rule = 'sale' AND e.source_key = (SELECT id::text FROM public.sales WHERE customer = 'c3')
+           GROUP BY e.id""").fetchone()
+    assert old[sale3[0]] == sale3[1]
+    conn.execute("UPDATE ledger.posting SET fingerprint = 42 WHERE entry_id = %s", (sale3[0],))  # neither form
+    conn.execute((migration / "0006.posting-fingerprint-sign-weight.sql").read_text())
+    after = dict(conn.execute("SELECT entry_id, fingerprint FROM ledger.posting").fetchall())
+    assert after == {**new, sale3[0]: 42}
+    result = verify(conn, config, detailed=True)
+    assert [(r.rule, r.posted, r.drifted, r.keys) for r in result.rules] == [
+        ("sale", 20, 1, {"drifted": [str(conn.execute("SELECT id FROM public.sales WHERE customer = 'c3'")
+                                         .fetchone()[0])]}),
+        ("undated", 19, 0, {})]
 
 
 def test_a_renamed_source_table_is_found_by_status_and_posts_again_after_install(dsn, conn, tmp_path):

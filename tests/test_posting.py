@@ -182,11 +182,14 @@ ACCOUNTS = {
 }
 
 
-def install_custom_rule(conn: psycopg.Connection, table_ddl: str, **rule: object) -> None:
-    """Create a test table and install one rule "custom" on it (accounts 1100 and 4000)."""
+def install_custom_rule(conn: psycopg.Connection, table_ddl: str, **rule: object):
+    """Create a test table and install one rule "custom" on it (accounts 1100 and 4000);
+    return the config."""
     conn.execute(table_ddl)
     spec = {"source": "public.custom_src", **rule}
-    install(conn, parse_config({"accounts": ACCOUNTS, "rules": {"custom": spec}}))
+    config = parse_config({"accounts": ACCOUNTS, "rules": {"custom": spec}})
+    install(conn, config)
+    return config
 
 
 def assert_names_row(exc: psycopg.Error, rule: str, table: str, key: str, reason: str, sqlstate: str) -> None:
@@ -424,6 +427,34 @@ def test_negative_amount_moves_to_the_other_side(conn):
         ("1100", "USD", Decimal("20.0000"), Decimal("0.0000")),
         ("4000", "USD", Decimal("0.0000"), Decimal("20.0000")),
     ]
+    assert_ledger_invariants(conn)
+
+
+
+@pytest.mark.parametrize(("before", "after"), [("-300.00", "300.00"), ("7.50", "75000.00"), ("75000.00", "7.50"),
+                                               ("12.34", "1234000000.00"), ("0.75", "-7500.00")])
+def test_an_edit_that_flips_the_sign_or_scales_by_ten_thousand_reposts(conn, before, after):
+    """The fingerprint hashes each line's sign and size: PostgreSQL's numeric hash hashes
+    neither (7.5, -7.5 and 75000 hash alike), so such edits once posted nothing and verify
+    found no drift."""
+    config = install_custom_rule(
+        conn,
+        "CREATE TABLE public.custom_src (id int PRIMARY KEY, total numeric(14, 2) NOT NULL)",
+        lines=[{"account": "1100", "debit": "total"}, {"account": "4000", "credit": "total"}],
+    )
+    conn.execute("INSERT INTO public.custom_src VALUES (1, %s), (2, %s)", (before, before))
+    conn.execute("UPDATE public.custom_src SET total = %s WHERE id = 1", (after,))
+    (entry_id,) = live_entry_ids(conn, "custom", "1")
+    amount = Decimal(after).quantize(Decimal("0.0001"))
+    debit, credit = (amount, Decimal("0.0000")) if amount > 0 else (Decimal("0.0000"), -amount)
+    assert lines_of(conn, entry_id) == [("1100", "USD", debit, credit), ("4000", "USD", credit, debit)]
+    # the same edit written with the triggers off is drift
+    with conn.transaction():
+        conn.execute("ALTER TABLE public.custom_src DISABLE TRIGGER USER")
+        conn.execute("UPDATE public.custom_src SET total = %s WHERE id = 2", (after,))
+        conn.execute("ALTER TABLE public.custom_src ENABLE TRIGGER USER")
+    result = verify(conn, config, detailed=True)
+    assert [(r.missing, r.drifted, r.keys) for r in result.rules] == [(0, 1, {"drifted": ["2"]})]
     assert_ledger_invariants(conn)
 
 

@@ -28,7 +28,7 @@ WITH s AS MATERIALIZED (
 INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
 SELECT 'sale', s.id, s.id::text, s.entry_id,
        hashtextextended(s.currency, hashfloat8extended(date_part('epoch', s.sold_at), 0))
-       # (((hash_numeric_extended(s.amounts[1], hashtext(s.accounts[1])) >> 9) - (hash_numeric_extended(0, hashtext(s.accounts[1])) >> 9))
-          + ((hash_numeric_extended(s.amounts[2], hashtext(s.accounts[2])) >> 9) - (hash_numeric_extended(0, hashtext(s.accounts[2])) >> 9))
-          + ((hash_numeric_extended(s.amounts[3], hashtext(s.accounts[3])) >> 9) - (hash_numeric_extended(0, hashtext(s.accounts[3])) >> 9)))
+       # (((hash_numeric_extended(s.amounts[1], hash_numeric_extended(s.amounts[1], hashtext(s.accounts[1]) # (s.amounts[1] < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext(s.accounts[1]))) >> 9))
+          + ((hash_numeric_extended(s.amounts[2], hash_numeric_extended(s.amounts[2], hashtext(s.accounts[2]) # (s.amounts[2] < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext(s.accounts[2]))) >> 9))
+          + ((hash_numeric_extended(s.amounts[3], hash_numeric_extended(s.amounts[3], hashtext(s.accounts[3]) # (s.amounts[3] < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext(s.accounts[3]))) >> 9)))
 FROM s

@@ -24,7 +24,7 @@ VALUES (:entry_id, 3, '2200', :currency, 0, :tax);
 INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
 VALUES ('sale', :sale_id, :sale_id, :entry_id,
         hashtextextended(:currency::text, hashfloat8extended(date_part('epoch', :sold_at::timestamptz), 0))
-        # (((hash_numeric_extended(:total::numeric(20, 4), hashtext(:debit_account::text)) >> 9) - (hash_numeric_extended(0, hashtext(:debit_account::text)) >> 9))
-           + ((hash_numeric_extended(-((:total::numeric - :tax::numeric)::numeric(20, 4)), hashtext('4000')) >> 9) - (hash_numeric_extended(0, hashtext('4000')) >> 9))
-           + ((hash_numeric_extended(-(:tax::numeric(20, 4)), hashtext('2200')) >> 9) - (hash_numeric_extended(0, hashtext('2200')) >> 9))));
+        # (((hash_numeric_extended(:total::numeric(20, 4), hash_numeric_extended(:total::numeric(20, 4), hashtext(:debit_account::text) # (:total::numeric(20, 4) < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext(:debit_account::text))) >> 9))
+           + ((hash_numeric_extended(-((:total::numeric - :tax::numeric)::numeric(20, 4)), hash_numeric_extended(-((:total::numeric - :tax::numeric)::numeric(20, 4)), hashtext('4000') # (-((:total::numeric - :tax::numeric)::numeric(20, 4)) < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext('4000'))) >> 9))
+           + ((hash_numeric_extended(-(:tax::numeric(20, 4)), hash_numeric_extended(-(:tax::numeric(20, 4)), hashtext('2200') # (-(:tax::numeric(20, 4)) < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext('2200'))) >> 9))));
 COMMIT;

@@ -33,7 +33,7 @@ WITH s AS (
 INSERT INTO ledger.posting (rule, key_num, source_key, entry_id, fingerprint)
 SELECT 'sale', d.id, d.id::text, d.entry_id,
        hashtextextended(d.currency, hashfloat8extended(date_part('epoch', d.sold_at), 0))
-       # (((hash_numeric_extended(d.amounts[1], hashtext(d.accounts[1])) >> 9) - (hash_numeric_extended(0, hashtext(d.accounts[1])) >> 9))
-          + ((hash_numeric_extended(d.amounts[2], hashtext(d.accounts[2])) >> 9) - (hash_numeric_extended(0, hashtext(d.accounts[2])) >> 9))
-          + ((hash_numeric_extended(d.amounts[3], hashtext(d.accounts[3])) >> 9) - (hash_numeric_extended(0, hashtext(d.accounts[3])) >> 9)))
+       # (((hash_numeric_extended(d.amounts[1], hash_numeric_extended(d.amounts[1], hashtext(d.accounts[1]) # (d.amounts[1] < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext(d.accounts[1]))) >> 9))
+          + ((hash_numeric_extended(d.amounts[2], hash_numeric_extended(d.amounts[2], hashtext(d.accounts[2]) # (d.amounts[2] < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext(d.accounts[2]))) >> 9))
+          + ((hash_numeric_extended(d.amounts[3], hash_numeric_extended(d.amounts[3], hashtext(d.accounts[3]) # (d.amounts[3] < 0)::int)) >> 9) - (hash_numeric_extended(0, hash_numeric_extended(0, hashtext(d.accounts[3]))) >> 9)))
 FROM d;

@@ -200,6 +200,16 @@ def _account(line: Line) -> str:
     return literal(line.account) if line.account is not None else f"({line.account_sql})"
 
 
+def line_hash(amount: str, account: str) -> str:
+    """The hash of one line: of its amount's digits twice, first seeded by the account and
+    the sign, then by that first hash. hash_numeric_extended hashes neither the sign nor
+    the weight (it XORs the weight into the low bits), so one call would hash 7.5, -7.5 and
+    75000 alike; the second call mixes the weight in through its seed."""
+    seed = f"hashtext({account})" if amount == "0" else f"hashtext({account}) # ({amount} < 0)::int"
+    return (f"hash_numeric_extended({amount}, hash_numeric_extended({amount}, {seed}))"
+            f" >> {LINE_HASH_SHIFT}")
+
+
 def _fingerprint(rule: Rule) -> str:
     """The fingerprint of a desired posting, over the columns of layer x."""
     hashes = []
@@ -208,9 +218,7 @@ def _fingerprint(rule: Rule) -> str:
         # line adds 0, whatever its account, NULL included); for a constant account that
         # second hash is folded at planning
         account = _account(line) if line.account is not None else f"coalesce(x.a{i}, '')"
-        seed = f"hashtext({account})"
-        hashes.append(f"((hash_numeric_extended(x.m{i}, {seed}) >> {LINE_HASH_SHIFT})"
-                      f" - (hash_numeric_extended(0, {seed}) >> {LINE_HASH_SHIFT}))")
+        hashes.append(f"(({line_hash(f'x.m{i}', account)}) - ({line_hash('0', account)}))")
     seed = "hashfloat8extended(date_part('epoch', x.effective_at), 0)" if rule.date else "0"
     return f"hashtextextended(x.currency, {seed}) # ({' + '.join(hashes)})"
 
