@@ -1,6 +1,7 @@
 """Keys of every kind stay one key: a key column that changes type keeps its rows' entries
 (install rewrites their links), a bytea key reads the same whatever the writer's
-bytea_output, and key types whose comparisons are not built in are refused at install."""
+bytea_output, and key types whose comparisons are not built in are refused at install, as
+are keys and tables whose writes the triggers could not follow."""
 
 from __future__ import annotations
 
@@ -167,6 +168,56 @@ def test_a_key_of_a_type_without_built_in_comparisons_is_refused_at_install(conn
                                           "comparisons are not built in"):
         install(conn, config())
     assert conn.execute("SELECT count(*) FROM ledger.rule").fetchone()[0] == 0
+
+
+UNFOLLOWABLE = {
+    "nondeterministic collation": (
+        "CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);"
+        " CREATE TABLE public.inv (id text COLLATE public.ci PRIMARY KEY, amount numeric NOT NULL)",
+        r'field key: key column id \(COLLATE public.ci\) has a nondeterministic collation'),
+    "deferrable key": (
+        "CREATE TABLE public.inv (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, amount numeric NOT NULL)",
+        r"field key: every unique constraint on \(id\) of public.inv is DEFERRABLE"),
+    "partition": (
+        "CREATE TABLE public.p (id int PRIMARY KEY, amount numeric NOT NULL) PARTITION BY RANGE (id);"
+        " CREATE TABLE public.inv PARTITION OF public.p FOR VALUES FROM (0) TO (100)",
+        "field source: public.inv is a partition or an inheritance child of public.p: a statement on public.p "
+        "fires only"),
+    "inheritance child": (
+        "CREATE TABLE public.base (id int PRIMARY KEY, amount numeric NOT NULL);"
+        " CREATE TABLE public.inv (PRIMARY KEY (id)) INHERITS (public.base)",
+        "field source: public.inv is a partition or an inheritance child of public.base"),
+    "inheritance parent": (
+        "CREATE TABLE public.inv (id int PRIMARY KEY, amount numeric NOT NULL);"
+        " CREATE TABLE public.inv_child (PRIMARY KEY (id)) INHERITS (public.inv)",
+        r"field source: public.inv has inheritance children \(public.inv_child\): a statement on a child"),
+}
+
+
+@pytest.mark.parametrize("case", UNFOLLOWABLE)
+def test_a_table_or_key_whose_writes_the_triggers_cannot_follow_is_refused(conn, case):
+    """A partition or inheritance child (a statement on the parent fires only the parent's
+    statement triggers), an inheritance parent (a statement on a child fires none of its
+    triggers), a deferrable key (two rows share it until commit) and a key compared
+    case-insensitively (the journal would keep a row's old spelling) cannot be followed."""
+    ddl, message = UNFOLLOWABLE[case]
+    conn.execute(ddl)
+    with pytest.raises(ConfigError, match=f'rule "inv", {message}'):
+        install(conn, config())
+    assert conn.execute("SELECT count(*) FROM ledger.rule").fetchone()[0] == 0
+
+
+def test_a_table_that_gets_an_inheritance_child_after_install_is_invalid(conn):
+    conn.execute("CREATE TABLE public.inv (id int PRIMARY KEY, amount numeric NOT NULL,"
+                 " CONSTRAINT inv_id UNIQUE (id) DEFERRABLE)")  # an immediate primary key beside it: fine
+    install(conn, config())
+    assert [s.state for s in status(conn, config())] == ["ok"]
+    conn.execute("CREATE TABLE public.inv_child () INHERITS (public.inv)")
+    [state] = status(conn, config())
+    assert state.state == "INVALID"
+    assert state.detail.startswith("field source: public.inv has inheritance children (public.inv_child)"), state.detail
+    with pytest.raises(LedgerError, match="inv is INVALID"):
+        backfill(conn, config())
 
 
 def test_an_enum_key_and_a_generated_text_key_are_accepted(conn):

@@ -176,9 +176,68 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
                   key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
 
 
+def check_source(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
+    """Refuse a table whose writes the rule's statement-level triggers would not all see,
+    and a key that may hold a value twice within a transaction:
+    - a partition, or a child table of inheritance: a statement on the parent fires only
+      the parent's statement triggers, though the rows are the child's;
+    - a parent of inheritance children: a statement on a child fires none of the
+      parent's triggers (a partitioned table is fine: install puts the triggers on every
+      partition);
+    - a key whose unique constraints are all DEFERRABLE: two rows can share it until
+      commit (swapping keys in two statements), which the posting functions read as one
+      row gone."""
+    ctx = f'rule "{rule.name}", field source'
+    parent, children = conn.execute(
+        """
+        SELECT (SELECT pg_catalog.format('%%I.%%I', n.nspname, c.relname)
+                FROM pg_catalog.pg_inherits AS i
+                JOIN pg_catalog.pg_class AS c ON c.oid = i.inhparent
+                JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                WHERE i.inhrelid = %(oid)s ORDER BY i.inhseqno LIMIT 1),
+               (SELECT pg_catalog.string_agg(pg_catalog.format('%%I.%%I', n.nspname, c.relname), ', '
+                                             ORDER BY n.nspname, c.relname)
+                FROM pg_catalog.pg_inherits AS i
+                JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
+                JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                WHERE i.inhparent = %(oid)s AND NOT c.relispartition)
+        """,
+        {"oid": target.oid},
+    ).fetchone()
+    if parent is not None:
+        raise ConfigError(
+            f"{ctx}: {target.label} is a partition or an inheritance child of {parent}: a statement on {parent} "
+            f"fires only {parent}'s statement triggers, so writes through it would not post",
+            hint=f"set source to {parent} (a `when` can select the rows of {target.label})",
+        )
+    if children is not None:
+        raise ConfigError(
+            f"{ctx}: {target.label} has inheritance children ({children}): a statement on a child fires none "
+            f"of {target.label}'s triggers, so rows written there would not post",
+            hint="turn the tables into a partitioned table, whose rule install puts on every partition",
+        )
+    (immediate,) = conn.execute(
+        """
+        SELECT pg_catalog.bool_or(i.indimmediate)
+        FROM pg_catalog.pg_index AS i
+        WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+          AND (SELECT pg_catalog.array_agg(a.attname::text) FROM pg_catalog.pg_attribute AS a
+               WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])) <@ %s::text[]
+        """,
+        (target.oid, list(target.key)),
+    ).fetchone()
+    if immediate is False:
+        raise ConfigError(
+            f'rule "{rule.name}", field key: every unique constraint on ({", ".join(target.key)}) of {target.label} '
+            "is DEFERRABLE: two rows may share a key until commit (keys swapped in two statements), which the "
+            "posting functions would take for a row deleted",
+            hint="make the constraint NOT DEFERRABLE, or key the rule by columns with an immediate unique index",
+        )
+
+
 def check_key_types(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
     """Refuse key columns of a type whose comparisons are not built in (citext, isbn13,
-    ltree, a composite type …). The posting functions, verify and backfill compare and
+    ltree, a composite type …), or of a nondeterministic collation. The posting functions, verify and backfill compare and
     order keys under search_path = pg_catalog: there, such a type has no `=` (every
     UPDATE would fail), or it is compared as text while its index orders it otherwise
     (backfill would skip rows). A domain counts as its base type; an enum's comparisons
@@ -208,6 +267,25 @@ def check_key_types(conn: psycopg.Connection, rule: Rule, target: Target) -> Non
             "keys are compared with PostgreSQL's built-in operators",
             hint="key the rule by columns of built-in types (integer, text, uuid, date …), e.g. a generated column "
                  "`isbn_key text GENERATED ALWAYS AS (isbn::text) STORED` with a unique index",
+        )
+    rows = conn.execute(
+        """
+        SELECT a.attname::text, pg_catalog.format('%%I.%%I', n.nspname, c.collname)
+        FROM pg_catalog.pg_attribute AS a
+        JOIN pg_catalog.pg_collation AS c ON c.oid = a.attcollation
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = c.collnamespace
+        WHERE a.attrelid = %s AND a.attname = ANY (%s) AND NOT c.collisdeterministic
+        ORDER BY a.attnum
+        """,
+        (target.oid, list(target.key)),
+    ).fetchall()
+    if rows:
+        what = ", ".join(f"{name} (COLLATE {coll})" for name, coll in rows)
+        raise ConfigError(
+            f'rule "{rule.name}", field key: key column {what} has a nondeterministic collation: values that differ '
+            "('abc', 'ABC') compare equal, so the journal would keep a row's old spelling of its key",
+            hint="key the rule by columns with a deterministic collation, e.g. a generated column "
+                 '`code_key text COLLATE "C" GENERATED ALWAYS AS (code) STORED` with a unique index',
         )
 
 

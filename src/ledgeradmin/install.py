@@ -53,6 +53,7 @@ def compile_rules(conn: psycopg.Connection, config: Config, names=None) -> list[
     for rule in config.select(names):
         try:
             target = catalog.resolve(conn, rule)
+            catalog.check_source(conn, rule, target)
             catalog.check_key_types(conn, rule, target)
             catalog.check_expressions(conn, rule, target)
             catalog.check_determinism(conn, rule)

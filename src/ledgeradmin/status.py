@@ -142,14 +142,17 @@ def _require_select(conn: psycopg.Connection, target: catalog.Target) -> None:
 
 def _invalid(conn: psycopg.Connection, rule, target: catalog.Target) -> str | None:
     """Why the rule no longer fits its table, which install would refuse (a column or a
-    function an expression names is gone, a column's type changed), or None. The installed
-    function is unchanged, so nothing else shows it while the writes it posts fail."""
+    function an expression names is gone, a column's type changed, an inheritance child
+    added, the key's constraint made DEFERRABLE), or None. The installed function is
+    unchanged, so nothing else shows it while the writes it posts fail or go unposted."""
     try:
+        catalog.check_source(conn, rule, target)
+        catalog.check_key_types(conn, rule, target)
         catalog.check_still_plans(conn, rule, target)
     except ConfigError as exc:
         reason = exc.message.removeprefix(f'rule "{rule.name}", ')
-        return (f"{reason}; install refuses the rule as it is, and the writes it posts may fail (under defer: "
-                "be recorded): fix ledger.toml, then `ledgeradmin install`")
+        return (f"{reason}; install refuses the rule as it is, and its writes may fail or go unposted: fix "
+                "ledger.toml (or the table), then `ledgeradmin install`")
     return None
 
 
