@@ -12,6 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from ledgeradmin.backfill import backfill
 from ledgeradmin.verify import verify
 
 SALES = 12
@@ -74,3 +75,41 @@ def test_writers_retrying_serialization_failures_leave_the_ledger_in_sync(shop, 
            GROUP BY e.id""").fetchall())
     expected = dict(shop.execute("SELECT id, total FROM public.sales WHERE status = 'completed'").fetchall())
     assert live == expected
+
+
+def test_a_writer_whose_snapshot_predates_a_backfill_retries_instead_of_losing_a_reversal(shop, shop_config,
+                                                                                          connect):
+    """A REPEATABLE READ writer cannot see the links a backfill committed after its snapshot
+    was taken. Deleting or cancelling such a row would keep its entry live, and an amount
+    edit would collide with the link; each now fails with a serialization failure (40001),
+    and the retry reverses or reposts as it should."""
+    with shop.transaction():  # rows written while the triggers were off: backfill posts them
+        shop.execute("ALTER TABLE public.sales DISABLE TRIGGER USER")
+        shop.execute("INSERT INTO public.sales (id, customer, total, tax) VALUES (1, 'a', 10, 1), (2, 'b', 20, 2),"
+                     " (3, 'c', 30, 3), (4, 'd', 40, 4)")
+        shop.execute("ALTER TABLE public.sales ENABLE TRIGGER USER")
+    statements = {1: "DELETE FROM public.sales WHERE id = 1",
+                  2: "UPDATE public.sales SET status = 'cancelled' WHERE id = 2",
+                  3: "UPDATE public.sales SET total = 33, tax = 3 WHERE id = 3"}
+    writers = {}
+    for i in statements:
+        writers[i] = connect(autocommit=True)
+        writers[i].execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        writers[i].execute("SELECT count(*) FROM public.sales")  # the snapshot is taken
+    assert [r.posted for r in backfill(connect(autocommit=True), shop_config, ["sale"]).rules] == [4]
+    for i, statement in statements.items():
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            writers[i].execute(statement)
+        writers[i].execute("ROLLBACK")
+        writers[i].execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # the retry
+        writers[i].execute(statement)
+        writers[i].execute("COMMIT")
+    result = verify(shop, shop_config)
+    assert result.ok, result.as_dict()
+    live = dict(shop.execute(
+        """SELECT e.source_key::bigint, sum(l.debit)
+           FROM ledger.entry AS e JOIN ledger.line AS l ON l.entry_id = e.id
+           WHERE e.rule = 'sale' AND e.reverses IS NULL
+             AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
+           GROUP BY e.id""").fetchall())
+    assert live == {3: Decimal("33.0000"), 4: Decimal("40.0000")}

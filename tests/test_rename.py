@@ -359,3 +359,24 @@ def test_rename_of_a_rule_on_a_partitioned_table_keyed_by_id_and_date(conn, tmp_
     conn.execute("UPDATE public.orders SET placed_on = '2025-02-01' WHERE id = 1")  # moves partitions: a new key
     assert live_per_key(conn) == {"(1,2025-02-01)": 1, "(2,2025-06-30)": 1}
     assert verify(conn, new).ok
+
+
+def test_a_writer_whose_snapshot_predates_a_rename_retries_instead_of_keeping_the_entry(conn, connect, tmp_path):
+    """A REPEATABLE READ writer does not see the links rename handed to the new name after
+    its snapshot was taken: its DELETE fails with a serialization failure (40001), and the
+    retry reverses the entry under the new name."""
+    old = write_config(tmp_path, sale_rule("sale"), name="old.toml")
+    new = write_config(tmp_path, sale_rule("sales"), name="new.toml")
+    install(conn, old)
+    insert_sale(conn, 1, 110, 10)
+    insert_sale(conn, 2, 50)
+    writer = connect(autocommit=True)
+    writer.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    writer.execute("SELECT 1")  # the snapshot is taken (no lock on public.sales: rename needs one)
+    rename(conn, new, "sale", "sales")
+    with pytest.raises(psycopg.errors.SerializationFailure, match="another transaction linked an entry"):
+        writer.execute("DELETE FROM public.sales WHERE id = 1")
+    writer.execute("ROLLBACK")
+    writer.execute("DELETE FROM public.sales WHERE id = 1")  # the retry, autocommitted
+    assert live_per_key(conn) == {"2": 1}
+    assert verify(conn, new).ok

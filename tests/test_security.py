@@ -211,6 +211,7 @@ CALLS = {
     "problem_message": "SELECT ledger.problem_message('23514 unbalanced', '{1,-2}')",
     "refuse_change": "SELECT ledger.refuse_change()",
     "known_account": "SELECT ledger.known_account('1000')",
+    "linked_meanwhile": "SELECT ledger.linked_meanwhile('sale', 'forged')",
     "set_closed_through": "SELECT ledger.set_closed_through('2020-01-31')",
     "closed_period": "SELECT ledger.closed_period(now(), '2020-01-31')",
 }

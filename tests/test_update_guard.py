@@ -160,21 +160,24 @@ def test_each_read_column_and_the_key_count_as_a_change(shop):
     assert_ledger_invariants(shop)
 
 
-def test_keys_swapped_between_rows(conn):
-    """Rows that swap keys: with equal inputs each key's desired posting is the one it had
-    (nothing to do, skipped); with different inputs both keys are reposted."""
-    install_custom_rule(conn, "CREATE TABLE public.custom_src (id int, amount numeric, who text,"
-                              " PRIMARY KEY (id) DEFERRABLE)",
+def test_a_key_taken_over_by_another_row_of_the_statement(conn):
+    """Rows shifted down one key in one statement (install refuses deferrable keys, so keys
+    cannot swap): a key passed to a row with equal inputs keeps its entry as it is, one
+    passed to a row with other inputs is reposted, the freed key's entry is reversed."""
+    install_custom_rule(conn, "CREATE TABLE public.custom_src (id int PRIMARY KEY, amount numeric, who text)",
                         memo="who", lines=[{"account": "1100", "debit": "amount"},
                                            {"account": "4000", "credit": "amount"}])
-    conn.execute("INSERT INTO public.custom_src VALUES (1, 10, 'ann'), (2, 10, 'bob'), (3, 30, 'cy'), (4, 40, 'di')")
-    assert links_read_by(conn, "UPDATE public.custom_src SET id = 3 - id WHERE id IN (1, 2)") == 0
-    assert count(conn, "ledger.entry") == 4
-    assert links_read_by(conn, "UPDATE public.custom_src SET id = 7 - id WHERE id IN (3, 4)") > 0
-    assert count(conn, "ledger.entry") == 8
-    for key, amount in (("1", 10), ("2", 10), ("3", 40), ("4", 30)):
+    conn.execute("INSERT INTO public.custom_src VALUES (2, 10, 'ann'), (3, 10, 'bob'), (5, 30, 'cy'), (6, 40, 'di')")
+    (kept,) = live_entry_ids(conn, "custom", "2")
+    conn.execute("UPDATE public.custom_src SET id = id - 1 WHERE id IN (2, 3)")  # 2 → 1, then 3 → 2
+    assert count(conn, "ledger.entry") == 6  # key 1 posted, key 3 reversed
+    assert live_entry_ids(conn, "custom", "2") == [kept]  # bob's 10 is what ann's 10 posted
+    conn.execute("UPDATE public.custom_src SET id = id - 1 WHERE id IN (5, 6)")  # 5 → 4, then 6 → 5
+    assert count(conn, "ledger.entry") == 10  # key 4 posted, key 5 reposted (30 → 40), key 6 reversed
+    for key, amount in (("1", 10), ("2", 10), ("4", 30), ("5", 40)):
         (entry,) = live_entry_ids(conn, "custom", key)
         assert [line[2] for line in lines_of(conn, entry) if line[2] > 0] == [amount]
+    assert not live_entry_ids(conn, "custom", "3") and not live_entry_ids(conn, "custom", "6")
     assert_ledger_invariants(conn)
 
 

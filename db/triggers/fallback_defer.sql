@@ -51,6 +51,7 @@
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                             v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+{{not_the_rows}}
                     PERFORM ledger.record_failure({{rule}}, v_key, v_state, v_message, v_detail, v_hint);
                 END;
             END LOOP;
@@ -61,6 +62,7 @@
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                             v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+{{not_the_rows}}
                     PERFORM ledger.record_failure({{rule}}, v_key, v_state, v_message, v_detail, v_hint);
                 END;
             END LOOP;

@@ -33,6 +33,7 @@ DECLARE
     v_date     timestamptz;
     v_nested   text;
     v_mark     text;
+    v_constraint text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         RAISE EXCEPTION 'TRUNCATE of % refused: rule % posts journal entries from it', {{source_label}}, {{rule}}
@@ -50,9 +51,11 @@ BEGIN
         ELSE
 {{reconcile_delete}};
         END IF;
+{{unseen_links}}
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                 v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+{{not_the_rows}}
 {{fallback}}
     END;
     RETURN NULL;

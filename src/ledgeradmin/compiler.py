@@ -397,7 +397,12 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
                            key_display=key_display(target, "v_key")).rstrip()
     record_failure = (f"                        PERFORM ledger.record_failure({literal(rule.name)}, v_key, v_state,"
                       " v_message, v_detail, v_hint);")
-    row_error = raise_row_error if rule.on_error == "block" else record_failure
+    # an error of the fast path: raised as it is when it is not the rows' fault; of a full
+    # reconcile (it looks up its keys' links), also a link made meanwhile, as the 40001 it is
+    not_the_rows = template("not_the_rows.sql").rstrip()
+    not_the_rows_full = f"{fill(template('link_conflict.sql'), rule=literal(rule.name)).rstrip()}\n{not_the_rows}"
+    # a replayed row's error: as above, else as on_error says
+    row_error = f"{not_the_rows_full}\n{raise_row_error if rule.on_error == 'block' else record_failure}"
     fallback = fill(
         template(f"fallback_{rule.on_error}.sql"),
         **steps,
@@ -409,9 +414,10 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         rule=literal(rule.name),
         source_label=literal(target.label),
         key_display=key_display(target, "v_key"),
-        replay_row=replay_row(target, reconcile_sql(rule, target, one_row, one_key), record_failure),
+        replay_row=replay_row(target, reconcile_sql(rule, target, one_row, one_key), row_error),
         reconcile_row=reconcile_sql(rule, target, one_row, one_key),
         reconcile_gone=reconcile_sql(rule, target, none, one_key),
+        not_the_rows=not_the_rows_full,
     ).rstrip()
     create = fill(
         template("rule_function.sql"),
@@ -427,6 +433,8 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> 
         reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
         reconcile_delete=reconcile_sql(rule, target, none, keys("old_rows")),
         fallback=fallback,
+        not_the_rows=not_the_rows,
+        unseen_links=fill(template("unseen_links.sql"), rule=literal(rule.name), keys=keys("old_rows")).rstrip(),
     ).rstrip()
     body = create.split("$ledgeradmin$", 2)[1]
     triggers = []
@@ -501,7 +509,7 @@ def nested_replay(rule: Rule, target: Target, row_columns: str, row_error: str) 
 def core_statements() -> list[str]:
     """The shared functions every posting function calls (idempotent)."""
     out: list[str] = []
-    for name in ("record_failure.sql", "posting_problem.sql", "known_account.sql"):
+    for name in ("record_failure.sql", "posting_problem.sql", "known_account.sql", "linked_meanwhile.sql"):
         out += statements(name)
     return out
 
