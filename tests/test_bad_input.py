@@ -634,6 +634,100 @@ def test_client_time_zone_changes_nothing(dsn, conn, column, kind):
     assert_holds(conn, [odd_spec("odd", "n", column)])
 
 
+NEUTRAL_TABLE = """CREATE TABLE public.neutral (id int PRIMARY KEY, "Label" text NOT NULL, n numeric NOT NULL,
+                                               qty int NOT NULL, flag boolean NOT NULL, at timestamptz NOT NULL,
+                                               d date, f float8, span interval)"""
+NEUTRAL_RULE = {"source": "public.neutral", "when": "flag AND n <> 0", "date": "at",
+                "memo": "'Neutral ' || id || ' ' || \"Label\" || ' x' || qty || ' ' || flag",
+                "lines": [{"account": "1100", "debit": "round(n * qty, 2)"}, {"account": "4000", "credit": "n * qty"}]}
+SESSION_PINS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits")
+
+
+def pinned_settings(conn, rule: str) -> set[str]:
+    config = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = %s::regproc",
+                          (f"ledger.post_{rule}",)).fetchone()[0]
+    return {c.split("=", 1)[0] for c in config}
+
+
+def test_a_rule_of_neutral_columns_posts_the_same_from_any_session(dsn, conn):
+    """A rule that reads only integers, numbers, text and booleans, dated by a timestamptz
+    column, has no time zone or date style to pin (each pin costs every call): rows written
+    from sessions with odd settings, and a row backfilled from another, post the same
+    date, memo and fingerprint, and the writers' settings are left as they were."""
+    conn.execute(NEUTRAL_TABLE)
+    config = config_of({"neutral": NEUTRAL_RULE})
+    install(conn, config)
+    assert pinned_settings(conn, "neutral") == {"search_path", "jit"}
+    sessions = [("Pacific/Kiritimati", "SQL, DMY", "sql_standard", "-15"),
+                ("Etc/GMT+12", "German, DMY", "iso_8601", "3")]
+    for i, settings in enumerate(sessions, start=1):
+        with psycopg.connect(dsn, autocommit=True) as writer:
+            for name, value in zip(SESSION_PINS, settings):
+                writer.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+            writer.execute("""INSERT INTO public.neutral (id, "Label", n, qty, flag, at)
+                              VALUES (%s, 'a', 2.5, 3, true, '2024-12-31 23:30:00+00')""", (i,))
+            assert [writer.execute(f"SHOW {name}").fetchone()[0] for name in SESSION_PINS] == list(settings)
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("SET TimeZone = 'America/St_Johns'")
+        other.execute("SET DateStyle = 'Postgres, DMY'")
+        with other.transaction():
+            other.execute("SET LOCAL session_replication_role = replica")
+            other.execute("""INSERT INTO public.neutral (id, "Label", n, qty, flag, at)
+                             VALUES (3, 'a', 2.5, 3, true, '2024-12-31 23:30:00+00')""")
+        assert backfill(other, config).rules[0].posted == 1
+        assert verify(other, config).ok
+    rows = conn.execute("""SELECT e.effective_at, regexp_replace(e.memo, '^Neutral [0-9]+ ', ''), p.fingerprint
+                           FROM ledger.posting AS p JOIN ledger.entry AS e ON e.id = p.entry_id
+                           ORDER BY p.source_key""").fetchall()
+    assert len(rows) == 3 and len(set(rows)) == 1, rows
+    assert rows[0][:2] == (dt.datetime(2024, 12, 31, 23, 30, tzinfo=dt.timezone.utc), "a x3 true")
+
+
+@pytest.mark.parametrize("change", [
+    {"date": "d"},                                          # a date: read as midnight in the session's zone
+    {"date": "at::date"},                                   # a cast to date: in the session's zone
+    {"memo": "'Sale on ' || at"},                           # a timestamp written as text
+    {"memo": "'Sale on ' || to_char(at, 'YYYY-MM-DD')"},    # a function of time
+    {"memo": "'Qty ' || round(qty)"},                       # round() of an integer: a float, written as text
+    {"memo": "'Span ' || span"},                            # an interval written as text
+    {"when": "at >= '2024-01-01'"},                         # a literal read in the session's zone
+    {"when": "flag AND f > 1"},                             # a float column
+    {"lines": [{"account": "1100", "debit": "n"}, {"account": "4000", "credit": "n + 0 * extract(day FROM at)"}]},
+    {"lines": [{"account": "1100", "debit": "n"}, {"account_sql": "public.my_account(id)", "credit": "n"}]},
+    {"memo": "'x' || (SELECT 1)"},                          # a subquery
+])
+def test_session_settings_are_pinned_for_a_rule_that_may_depend_on_them(conn, change):
+    conn.execute(NEUTRAL_TABLE)
+    conn.execute("CREATE FUNCTION public.my_account(int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT '4000' $$")
+    install(conn, config_of({"neutral": {**NEUTRAL_RULE, **change}}))
+    assert pinned_settings(conn, "neutral") == {"search_path", "jit", *SESSION_PINS}
+
+
+def test_a_closed_period_ends_at_midnight_utc_for_a_writer_in_any_zone(conn):
+    """The posting function of a rule it pins no time zone for still reads the close in UTC,
+    also in the fallback that sorts a failed statement's rows: written from 12 hours behind
+    UTC, a row dated just after the closed day posts beside a bad row (recorded, defer), a
+    row dated on it is recorded too, naming the closed period."""
+    from ledgeradmin.period import close
+
+    conn.execute(NEUTRAL_TABLE)
+    install(conn, config_of({"neutral": {**NEUTRAL_RULE, "on_error": "defer"}}))
+    close(conn, dt.date(2024, 12, 31))
+    conn.execute("SET TimeZone = 'Etc/GMT+12'")
+    conn.execute("""INSERT INTO public.neutral (id, "Label", n, qty, flag, at) VALUES
+                    (1, 'a', 1, 1, true, '2025-01-01 00:30:00+00'),
+                    (2, 'a', 0.001, 1, true, '2025-01-02 00:00:00+00'),
+                    (3, 'a', 1, 1, true, '2024-12-31 23:00:00+00')""")
+    assert conn.execute("SELECT array_agg(source_key) FROM ledger.entry").fetchone()[0] == ["1"]
+    failures = dict(conn.execute("SELECT source_key, sqlstate FROM ledger.failure ORDER BY source_key").fetchall())
+    assert failures == {"2": "23514", "3": "23514"}
+    conn.execute("SET DateStyle = 'German, DMY'")  # the failure's message is written in ISO whatever the writer's
+    conn.execute("""UPDATE public.neutral SET n = 2 WHERE id = 3""")
+    (message,) = conn.execute("SELECT message FROM ledger.failure WHERE source_key = '3' AND resolved_at IS NULL"
+                              " ORDER BY id DESC LIMIT 1").fetchone()
+    assert "closed through 2024-12-31" in message and "2024-12-31 23:00:00 UTC" in message, message
+
+
 # --------------------------------------------------------------------------- attacks: search path
 
 #: Argument types of the shadow functions planted for every function name the posting

@@ -89,7 +89,7 @@ def test_migrate_reports_applied_then_up_to_date(dsn, conn):
     assert first.stdout.splitlines() == [
         "applied 0001.ledger-schema", "applied 0002.ledger-reader-role", "applied 0003.posting-fingerprint-bigint",
         "applied 0004.posting-replica-identity", "applied 0005.ledger-closed-periods",
-        "applied 0006.posting-fingerprint-sign-weight"]
+        "applied 0006.posting-fingerprint-sign-weight", "applied 0007.closed-period-message-datestyle"]
     second = ok("migrate", "--dsn", dsn)
     assert "up to date" in second.stdout
     assert "applied" not in second.stdout

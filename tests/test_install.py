@@ -35,7 +35,7 @@ SHOP_RULES = {"sale", "requisition", "payment", "manufacturing"}
 SHOP_TABLES = {"sales", "purchase_requisitions", "payment_vouchers", "manufacturing_orders"}
 MIGRATIONS = ["0001.ledger-schema", "0002.ledger-reader-role", "0003.posting-fingerprint-bigint",
               "0004.posting-replica-identity", "0005.ledger-closed-periods",
-              "0006.posting-fingerprint-sign-weight"]
+              "0006.posting-fingerprint-sign-weight", "0007.closed-period-message-datestyle"]
 PSQL = "/usr/bin/psql"
 UTC = timezone.utc
 

@@ -18,7 +18,7 @@
 {{desired_new}}
                 ) AS d
                 WHERE d.problem IS NOT NULL
-                   OR (TG_OP = 'INSERT' AND d.effective_at < v_through + 1)
+                   OR (TG_OP = 'INSERT' AND d.effective_at < (v_through + 1)::timestamp AT TIME ZONE 'UTC')
                 LIMIT 1;
                 IF v_problem = 'closed' THEN
                     PERFORM ledger.closed_period(v_date, v_through);

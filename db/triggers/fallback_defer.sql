@@ -17,7 +17,7 @@
 {{desired_new}}
                     ) AS d
                     WHERE d.problem IS NOT NULL
-                       OR (TG_OP = 'INSERT' AND d.effective_at < v_through + 1)
+                       OR (TG_OP = 'INSERT' AND d.effective_at < (v_through + 1)::timestamp AT TIME ZONE 'UTC')
                 LOOP
                     IF v_problem IS NOT NULL THEN
                         PERFORM ledger.record_failure({{rule}}, v_key, left(v_problem, 5),

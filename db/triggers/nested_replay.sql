@@ -12,7 +12,7 @@
 -- The common case costs one test: depth 1 and no mark in the transaction.
     IF pg_catalog.pg_trigger_depth() > 1 OR pg_catalog.current_setting({{setting}}, true) <> '' THEN
         v_nested := pg_catalog.current_setting({{setting}}, true);
-        v_mark := pg_catalog.statement_timestamp()::text;
+        v_mark := extract(epoch FROM pg_catalog.statement_timestamp())::text;
         IF pg_catalog.pg_trigger_depth() > 1 THEN
             PERFORM pg_catalog.set_config({{setting}}, v_mark || '/' || pg_catalog.pg_trigger_depth(), true);
         END IF;

@@ -1,6 +1,7 @@
 -- Template: the posting trigger function of one rule. Its settings are those of
 -- catalog.PINNED_SETTINGS; those that matter only to some rules are pinned for those
--- alone (compiler.rule_settings), as every pinned setting costs each call. The rule's INSERT, UPDATE and DELETE
+-- alone (compiler.rule_settings: the time zone and date styles for a rule that could
+-- depend on them, say), as every pinned setting costs each call. The rule's INSERT, UPDATE and DELETE
 -- statement-level triggers (with transition tables new_rows / old_rows) and its TRUNCATE
 -- guard all call it. It reconciles the rows a statement touched in one set-based statement;
 -- when that fails, the fallback of on_error = "{{on_error}}" finds the rows at fault.
@@ -10,10 +11,6 @@ CREATE OR REPLACE FUNCTION {{function}}()
     VOLATILE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    SET "TimeZone" = 'UTC'
-    SET "DateStyle" = 'ISO, YMD'
-    SET "IntervalStyle" = 'postgres'
-    SET extra_float_digits = 1
     SET jit = off{{settings}}
 AS $ledgeradmin$
 #variable_conflict use_column

@@ -447,6 +447,82 @@ def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple
     return columns
 
 
+# The session settings a posting function pins only for a rule that may depend on them
+# (session_independent): the time zone, how dates, times and intervals are read and
+# written as text, and the digits of a float written as text.
+SESSION_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits")
+# Words an expression may use and still not depend on those settings, given that every
+# column it reads is of a type whose text does not either (NEUTRAL_TYPES): SQL keywords,
+# built-in functions of text and the names of those types (in casts).
+_NEUTRAL_WORDS = frozenset("""
+    and or not is null true false in like ilike between distinct from case when then else end
+    any all some cast as symmetric escape coalesce nullif greatest least
+    upper lower initcap length char_length character_length btrim ltrim rtrim trim both leading trailing
+    substr substring left right replace concat concat_ws lpad rpad split_part strpos position
+    md5 reverse repeat translate
+    text varchar character varying char bpchar numeric decimal int integer smallint bigint int2 int4 int8
+    boolean bool
+""".split())
+# Functions of numbers, allowed in amounts and `when` only: given an integer, round() and
+# its kin return a float, whose text depends on extra_float_digits (its value does not).
+_NUMBER_WORDS = frozenset("abs round trunc floor ceil ceiling sign mod div".split())
+NEUTRAL_TYPES = ("int2", "int4", "int8", "numeric", "text", "varchar", "bpchar", "bool", "uuid", "json", "jsonb",
+                 "name", '"char"')
+
+
+def session_independent(conn: psycopg.Connection, rule: Rule, target: Target) -> bool:
+    """Whether the rule's expressions (memo included) and its key's text cannot depend on
+    the session's SESSION_SETTINGS: the key and every column they read are of NEUTRAL_TYPES
+    (or enums, or domains or arrays of those), every other word is in _NEUTRAL_WORDS, and
+    the date, if any, is a timestamptz column. The posting function then need not pin
+    those settings, which costs each call. Anything else answers False and they are
+    pinned: a date, time or float column, a cast to such a type or a literal of one, a
+    function of another kind (now(), to_char(), your own), a subquery, a backslash."""
+    rows = conn.execute(
+        """
+        SELECT a.attname::text,
+               coalesce(b.oid, t.oid) = ANY (%(neutral)s::regtype[])
+               OR coalesce(b.typtype, t.typtype) = 'e'
+               OR (t.typcategory = 'A' AND t.typelem = ANY (%(neutral)s::regtype[])),
+               a.atttypid = 'timestamptz'::regtype
+        FROM pg_catalog.pg_attribute AS a
+        JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+        LEFT JOIN pg_catalog.pg_type AS b ON b.oid = t.typbasetype AND t.typtype = 'd'
+        WHERE a.attrelid = %(table)s AND a.attnum > 0 AND NOT a.attisdropped
+        """,
+        {"table": target.oid, "neutral": list(NEUTRAL_TYPES)},
+    ).fetchall()
+    neutral = {name for name, ok, _ in rows if ok}
+    instants = {name for name, _, timestamptz in rows if timestamptz}
+    columns = {name for name, _, _ in rows}
+    if not all(k in neutral for k in target.key):
+        return False
+    for field, expr, kind in expressions(rule):
+        if "\\" in expr:
+            return False
+        tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr) if m.lastgroup != "skip"]
+        if field == "date" and len(tokens) == 1 and _name(*tokens[0]) in instants:
+            continue  # a timestamptz column: cast to timestamptz, the value itself
+        words = _NEUTRAL_WORDS | _NUMBER_WORDS if kind in ("amount", "when") else _NEUTRAL_WORDS
+        for i, (token, text) in enumerate(tokens):
+            if token not in ("word", "quoted"):
+                continue
+            name = _name(token, text)
+            if name == "r" and token == "word" and i + 1 < len(tokens) and tokens[i + 1][1] == ".":
+                continue  # the row's alias, before one of its columns
+            if name in columns:
+                if name not in neutral:
+                    return False
+            elif token == "quoted" or name not in words:
+                return False
+    return True
+
+
+def _name(token: str, text: str) -> str:
+    """The name a word or quoted identifier stands for (a bare word is folded to lower case)."""
+    return text[1:-1].replace('""', '"') if token == "quoted" else text.lower()
+
+
 def check_expressions(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
     """Plan every expression of the rule against its table; raise ConfigError naming the field.
 
