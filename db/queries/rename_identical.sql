@@ -12,11 +12,11 @@ WITH f AS MATERIALIZED (
                       WHERE p.rule = {{rule}}
                         AND p.source_key = f.source_key
                         AND p.key_num IS NOT DISTINCT FROM f.key_num)
-), d AS (
-{{desired}}
 )
 SELECT f.rule, count(*)
 FROM f
-JOIN d ON d.source_key = f.source_key AND d.fingerprint = f.fingerprint
+JOIN (
+{{desired}}
+) AS d ON d.source_key = f.source_key AND d.fingerprint = f.fingerprint
 GROUP BY f.rule
 ORDER BY f.rule

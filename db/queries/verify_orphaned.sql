@@ -2,11 +2,10 @@
 -- orphaned count, which backfill would reverse, in one pass that computes no fingerprint
 -- (only the rule's `when` and amounts, which decide whether a row has a desired posting).
 -- backfill counts them before it changes anything (its --max-reversals guard).
-WITH d AS (
-{{desired}}
-), p AS (
-{{postings}}
-)
 SELECT count(*)
-FROM p
-WHERE NOT EXISTS (SELECT FROM d WHERE {{join_on}})
+FROM (
+{{postings}}
+) AS p
+WHERE NOT EXISTS (SELECT FROM (
+{{desired}}
+) AS d WHERE {{join_on}})

@@ -14,10 +14,15 @@
 -- account and a rounded amount per line as scalar columns), the outer one builds the
 -- arrays, the fingerprint and the problem from those scalars. Each ends in an OFFSET 0
 -- fence, so that every expression is computed once per row however often it is referred
--- to. Verify removes
--- the fences (compiler.desired_sql, fenced=False): it reads only keys and fingerprints,
--- and the planner then drops the arrays and the problem checks and scans the source in
--- parallel (PostgreSQL 15 plans no parallel scan under an OFFSET).
+-- to. Verify, and backfill's search for rows out of sync, remove the fences
+-- (compiler.desired_sql, fenced=False): they read only keys and fingerprints, and the
+-- planner then drops the arrays and the problem checks and scans the source in parallel
+-- (PostgreSQL 15 plans no parallel scan under an OFFSET). There the inner layer gets a
+-- volatile column instead ({{marker}}: clock_timestamp(), which is parallel safe), which
+-- keeps PostgreSQL from merging the layers: each expression is still computed once per
+-- row, not once for each reference of the fingerprint. Readers of that form use it as a
+-- subquery in FROM: a CTE with a volatile function is always materialized, never scanned
+-- in parallel.
 -- The problem is named by desired_problem.sql. The INSERT fast path of the posting
 -- functions (post_new.sql) reads the same columns of desired_columns.sql but skips this
 -- query's arrays, fences and named checks; when a statement fails any check there, the
@@ -29,7 +34,7 @@ SELECT x.source_key, x.key_num, x.effective_at, x.memo, x.currency,
        {{fingerprint}} AS fingerprint,
 {{problem}} AS problem
 FROM (
-    SELECT {{columns}}
+    SELECT {{columns}}{{marker}}
     FROM {{relation}} AS r
     WHERE ({{when}}) IS TRUE
     OFFSET 0  -- each expression of the rule evaluated once per row
