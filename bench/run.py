@@ -5,8 +5,9 @@ against the best hand-written SQL, on a throwaway PostgreSQL server (default set
     .venv/bin/python bench/run.py --quick    # ≤ 2 minutes
     make bench BENCH_ARGS="--quick --only oltp"
 
-Prints a table, writes bench/results.json and docs/benchmarks.md. Sections: oltp.py, bulk.py,
-backfill.py, verify.py, badrows.py (memory is measured with backfill and verify); method in docs/benchmarks.md.
+Prints a table, writes bench/results.json and docs/benchmarks.md. Sections: oltp.py, instructions.py
+(cpu), bulk.py, backfill.py, verify.py, badrows.py (memory is measured with backfill and verify);
+method in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import backfill  # noqa: E402
 import badrows  # noqa: E402
 import bulk  # noqa: E402
+import instructions  # noqa: E402
 import oltp  # noqa: E402
 import report  # noqa: E402
 import verify  # noqa: E402
 from common import REPO, Bench, git_state, log, machine, pg_settings  # noqa: E402
 
-SECTIONS = ("oltp", "bulk", "backfill", "verify", "badrows")
+SECTIONS = ("oltp", "cpu", "bulk", "backfill", "verify", "badrows")
 
 #: Sizes and durations per mode.
 MODES = {
@@ -110,6 +112,14 @@ def main(argv=None) -> int:
             t = time.monotonic()
             results["oltp"] = oltp.run(bench, **mode["oltp"])
             section_seconds["oltp"] = time.monotonic() - t
+        if "cpu" in sections:
+            if instructions.available():
+                log("1b. instructions per sale (callgrind, a second cluster in single-user mode)")
+                t = time.monotonic()
+                results["cpu"] = instructions.run()
+                section_seconds["cpu"] = time.monotonic() - t
+            else:
+                log("1b. instructions per sale: skipped (valgrind is not installed)")
         if "bulk" in sections:
             log(f"2. bulk COPY of {mode['bulk_rows']:,} sales")
             t = time.monotonic()

@@ -17,12 +17,13 @@
 -- to. Verify, and backfill's search for rows out of sync, remove the fences
 -- (compiler.desired_sql, fenced=False): they read only keys and fingerprints, and the
 -- planner then drops the arrays and the problem checks and scans the source in parallel
--- (PostgreSQL 15 plans no parallel scan under an OFFSET). There the inner layer gets a
+-- (PostgreSQL 15 plans no parallel scan under an OFFSET). There each layer gets a
 -- volatile column instead ({{marker}}: clock_timestamp(), which is parallel safe), which
--- keeps PostgreSQL from merging the layers: each expression is still computed once per
--- row, not once for each reference of the fingerprint. Readers of that form use it as a
--- subquery in FROM: a CTE with a volatile function is always materialized, never scanned
--- in parallel.
+-- keeps PostgreSQL from merging the layers into the reader: each expression is still
+-- computed once per row, not once for each reference of the fingerprint, and below a
+-- join, which then carries the key and the fingerprint instead of the columns they are
+-- computed from. Readers of that form use it as a subquery in FROM: a CTE with a volatile
+-- function is always materialized, never scanned in parallel.
 -- The problem is named by desired_problem.sql. The INSERT fast path of the posting
 -- functions (post_new.sql) reads the same columns of desired_columns.sql but skips this
 -- query's arrays, fences and named checks; when a statement fails any check there, the
@@ -32,7 +33,7 @@ SELECT x.source_key, x.key_num, x.effective_at, x.memo, x.currency,
        ARRAY[{{account_list}}]::text[] AS accounts,
        ARRAY[{{amount_list}}]::numeric[] AS amounts,
        {{fingerprint}} AS fingerprint,
-{{problem}} AS problem
+{{problem}} AS problem{{marker}}
 FROM (
     SELECT {{columns}}{{marker}}
     FROM {{relation}} AS r

@@ -247,10 +247,10 @@ def desired_sql(rule: Rule, target: Target, relation: str, *, fenced: bool = Tru
 
     Fenced (the writers' form), each layer ends in OFFSET 0, so that each expression is
     computed once per row however often the layers above refer to it. Unfenced (verify's
-    form), the outer layer is flattened into the reader, which lets the planner scan the
-    source in parallel (PostgreSQL 15 plans no parallel scan under OFFSET) and drop what
-    verify never reads; the inner layer keeps its expressions computed once per row by a
-    volatile column (MARKER). Use the unfenced form as a subquery in FROM, not in a CTE.
+    form), a volatile column (MARKER) does that instead, which lets the planner scan the
+    source in parallel (PostgreSQL 15 plans no parallel scan under OFFSET); it still drops
+    the columns the reader never reads. Use the unfenced form as a subquery in FROM, not in
+    a CTE.
     """
     n = len(rule.lines)
     text = fill(
@@ -320,7 +320,7 @@ def insert_sql(rule: Rule, target: Target) -> str:
 
 #: An OFFSET 0 line of desired.sql: the end of one layer.
 FENCE = re.compile(r"\n[ \t]*OFFSET 0\b[^\n]*")
-#: The inner layer's column in the unfenced form: a volatile function in a subquery's
+#: Each layer's last column in the unfenced form: a volatile function in a subquery's
 #: select list keeps PostgreSQL from merging the subquery into its reader, which would
 #: compute each of its expressions again wherever the reader refers to it.
 MARKER = ",\n           pg_catalog.clock_timestamp() AS evaluated_once"
