@@ -323,7 +323,8 @@ def markdown(results: dict) -> str:
             "",
             next(tables),
             "",
-            f"UPDATE workloads ({oltp['update_seconds']} s per run, {oltp['rounds']} interleaved rounds) on "
+            f"UPDATE workloads ({oltp['update_seconds']} s per run, {oltp.get('update_rounds', oltp['rounds'])} "
+            "interleaved rounds) on "
             f"{oltp['seed_rows']:,} seeded, posted sales: the amount edit hits ids 1–{oltp['seed_rows'] // 2:,}, "
             f"the note edit ids {oltp['seed_rows'] // 2 + 1:,}–{oltp['seed_rows']:,} (whose postings stay current).",
             "",

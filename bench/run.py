@@ -37,8 +37,8 @@ SECTIONS = ("oltp", "cpu", "bulk", "backfill", "verify", "badrows")
 #: Sizes and durations per mode.
 MODES = {
     "full": dict(
-        oltp=dict(rounds=4, insert_seconds=6, update_seconds=2, clients=(2, 8), update_clients=(2, 8),
-                  seed_rows=100_000),
+        oltp=dict(rounds=4, update_rounds=2, insert_seconds=6, update_seconds=2, clients=(2, 8),
+                  update_clients=(2, 8), seed_rows=100_000),
         bulk_rows=1_000_000,
         bulk_rounds=2,
         backfill_rows=1_000_000,
