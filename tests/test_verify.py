@@ -1063,3 +1063,31 @@ def test_source_table_gone_is_reported_not_crashed(day, dsn):
     assert mo["error"] and "manufacturing_orders" in mo["error"]
     assert mo["trigger"] != "ok"
     assert_clean_except(doc, "manufacturing")
+
+
+@pytest.mark.parametrize("query", ["verify_rule.sql", "verify_keys.sql", "verify_orphaned.sql"])
+def test_a_rule_pass_scans_its_table_in_parallel_computing_each_expression_once(shop, shop_config, query):
+    """verify's queries read the desired postings as a subquery kept apart by a volatile
+    column: PostgreSQL then computes each expression of the rule once per row, and may
+    still scan the table in parallel (in a CTE, the same subquery would be materialized by
+    one process). With parallel plans made cheap, the plan must be a parallel one, and
+    the rule's amounts be computed in the scan, below everything that reads them."""
+    from ledgeradmin import catalog
+    from ledgeradmin import verify as verify_module
+    from ledgeradmin.compiler import fill, template
+
+    rule = shop_config.select(["sale"])[0]
+    parts = verify_module._parts(rule, catalog.resolve(shop, rule), None)
+    text = fill(template(f"queries/{query}"), **parts, closed=verify_module._closed(None),
+                condition=verify_module.CONDITIONS["drifted"], limit="20")
+    with shop.transaction(force_rollback=True):
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            shop.execute(f"SET LOCAL {setting} = 0")
+        shop.execute("SET LOCAL max_parallel_workers_per_gather = 2")
+        plan = "\n".join(r[0] for r in shop.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {text}"))
+    lines = plan.splitlines()
+    scan = next(i for i, line in enumerate(lines) if "Parallel Seq Scan on public.sales" in line)
+    assert "CTE" not in plan, plan
+    if query != "verify_orphaned.sql":  # which needs no amount, only whether a row posts
+        # the rule's expressions are computed in the scan, each once, not wherever the query uses them
+        assert "round((r.total)::numeric, 4)" in lines[scan + 1] and "Output:" in lines[scan + 1], plan
