@@ -637,8 +637,8 @@ def test_client_time_zone_changes_nothing(dsn, conn, column, kind):
 NEUTRAL_TABLE = """CREATE TABLE public.neutral (id int PRIMARY KEY, "Label" text NOT NULL, n numeric NOT NULL,
                                                qty int NOT NULL, flag boolean NOT NULL, at timestamptz NOT NULL,
                                                d date, f float8, span interval)"""
-NEUTRAL_RULE = {"source": "public.neutral", "when": "flag AND n <> 0", "date": "at",
-                "memo": "'Neutral ' || id || ' ' || \"Label\" || ' x' || qty || ' ' || flag",
+NEUTRAL_RULE = {"source": "public.neutral", "when": "flag AND n <> 0", "date": "r.at",
+                "memo": "'Neutral ' || id || ' ' || substring(\"Label\" FROM 1 FOR 3) || ' x' || qty || ' ' || flag",
                 "lines": [{"account": "1100", "debit": "round(n * qty, 2)"}, {"account": "4000", "credit": "n * qty"}]}
 SESSION_PINS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits")
 

@@ -458,7 +458,8 @@ _NEUTRAL_WORDS = frozenset("""
     and or not is null true false in like ilike between distinct from case when then else end
     any all some cast as symmetric escape coalesce nullif greatest least
     upper lower initcap length char_length character_length btrim ltrim rtrim trim both leading trailing
-    substr substring left right replace concat concat_ws lpad rpad split_part strpos position
+    substr substring for left right replace overlay placing similar to concat concat_ws lpad rpad split_part
+    strpos position
     md5 reverse repeat translate
     text varchar character varying char bpchar numeric decimal int integer smallint bigint int2 int4 int8
     boolean bool
@@ -501,7 +502,8 @@ def session_independent(conn: psycopg.Connection, rule: Rule, target: Target) ->
         if "\\" in expr:
             return False
         tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr) if m.lastgroup != "skip"]
-        if field == "date" and len(tokens) == 1 and _name(*tokens[0]) in instants:
+        column = tokens[2:] if [t for _, t in tokens[:2]] in (["r", "."], ["R", "."]) else tokens
+        if field == "date" and len(column) == 1 and _name(*column[0]) in instants:
             continue  # a timestamptz column: cast to timestamptz, the value itself
         words = _NEUTRAL_WORDS | _NUMBER_WORDS if kind in ("amount", "when") else _NEUTRAL_WORDS
         for i, (token, text) in enumerate(tokens):
