@@ -48,8 +48,8 @@ def median(values: list[float]) -> float:
 class Bench:
     """The server of one benchmark run and helpers bound to it."""
 
-    def __init__(self) -> None:
-        self.server = LocalPostgres()
+    def __init__(self, keep: bool = False) -> None:
+        self.server = LocalPostgres(keep=keep)  # keep: the data directory outlives stop()
         self.tmp: Path | None = None
 
     def start(self) -> None:

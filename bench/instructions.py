@@ -37,8 +37,7 @@ def available() -> bool:
 
 
 def run(seed_rows: int = 20_000) -> dict:
-    bench = Bench()
-    bench.server = LocalPostgres(keep=True)
+    bench = Bench(keep=True)
     try:
         bench.start()
         db = "shop_tpl"

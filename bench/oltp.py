@@ -47,6 +47,7 @@ FROM generate_series(1, {n}) AS g
 
 def run(bench: Bench, *, rounds: int, insert_seconds: int, update_seconds: int, clients: tuple[int, ...],
         update_clients: tuple[int, ...], seed_rows: int, update_rounds: int | None = None) -> dict:
+    update_rounds = update_rounds or rounds
     db = bench.fresh_db("bench_oltp")
     with bench.connect(db) as conn:
         log(f"OLTP: seeding {seed_rows:,} posted sales (trigger on)")
@@ -56,13 +57,12 @@ def run(bench: Bench, *, rounds: int, insert_seconds: int, update_seconds: int, 
     defines = ["-D", f"edit_rows={half}", "-D", f"noop_lo={half + 1}", "-D", f"noop_hi={seed_rows}"]
     result = {
         "rounds": rounds,
-        "update_rounds": update_rounds or rounds,
+        "update_rounds": update_rounds,
         "insert_seconds": insert_seconds,
         "update_seconds": update_seconds,
         "seed_rows": seed_rows,
         "insert": _interleaved(bench, db, INSERT_VARIANTS, rounds, insert_seconds, clients, []),
-        "update": _interleaved(bench, db, UPDATE_VARIANTS, update_rounds or rounds, update_seconds, update_clients,
-                               defines),
+        "update": _interleaved(bench, db, UPDATE_VARIANTS, update_rounds, update_seconds, update_clients, defines),
     }
     with bench.connect(db) as conn:
         result["rows_after"] = conn.execute("SELECT count(*) FROM public.sales").fetchone()[0]

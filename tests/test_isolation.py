@@ -12,6 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from invariants import LIVE_ENTRIES
 from ledgeradmin.backfill import backfill
 from ledgeradmin.verify import verify
 
@@ -67,12 +68,7 @@ def test_writers_retrying_serialization_failures_leave_the_ledger_in_sync(shop, 
     result = verify(shop, shop_config)
     assert result.ok, result.as_dict()
     # one live entry per completed sale, for its final amount
-    live = dict(shop.execute(
-        """SELECT e.source_key::bigint, sum(l.debit)
-           FROM ledger.entry AS e JOIN ledger.line AS l ON l.entry_id = e.id
-           WHERE e.rule = 'sale' AND e.reverses IS NULL
-             AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
-           GROUP BY e.id""").fetchall())
+    live = live_sale_debits(shop)
     expected = dict(shop.execute("SELECT id, total FROM public.sales WHERE status = 'completed'").fetchall())
     assert live == expected
 
@@ -106,10 +102,14 @@ def test_a_writer_whose_snapshot_predates_a_backfill_retries_instead_of_losing_a
         writers[i].execute("COMMIT")
     result = verify(shop, shop_config)
     assert result.ok, result.as_dict()
-    live = dict(shop.execute(
-        """SELECT e.source_key::bigint, sum(l.debit)
-           FROM ledger.entry AS e JOIN ledger.line AS l ON l.entry_id = e.id
-           WHERE e.rule = 'sale' AND e.reverses IS NULL
-             AND NOT EXISTS (SELECT FROM ledger.entry AS r WHERE r.reverses = e.id)
-           GROUP BY e.id""").fetchall())
+    live = live_sale_debits(shop)
     assert live == {3: Decimal("33.0000"), 4: Decimal("40.0000")}
+
+
+def live_sale_debits(conn: psycopg.Connection) -> dict[int, Decimal]:
+    """Sale id -> the debits of its live entry."""
+    return dict(conn.execute(
+        f"""SELECT e.source_key::bigint, sum(l.debit)
+            FROM ({LIVE_ENTRIES}) AS e JOIN ledger.line AS l ON l.entry_id = e.id
+            WHERE e.rule = 'sale'
+            GROUP BY e.id, e.source_key""").fetchall())

@@ -46,6 +46,8 @@ class Target:
     key_types: tuple[str, ...]  # format_type() of each key column
     columns: tuple[str, ...] = ()  # every column, in the table's order
     partitions: tuple[str, ...] = ()  # quoted names of all partitions, at any depth
+    neutral_columns: frozenset[str] = frozenset()  # columns of NEUTRAL_TYPES (session_independent)
+    instant_columns: frozenset[str] = frozenset()  # timestamptz columns
 
     @property
     def integer_key(self) -> bool:
@@ -110,20 +112,26 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
         raise ConfigError(f"{ctx}, field source: {rule.source} is not a table")
     rows = conn.execute(
             """
-            SELECT a.attname, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod)
+            SELECT a.attname, a.attnotnull, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                   coalesce(b.oid, t.oid) = ANY (%(neutral)s::regtype[])
+                   OR coalesce(b.typtype, t.typtype) = 'e'
+                   OR (t.typcategory = 'A' AND t.typelem = ANY (%(neutral)s::regtype[])),
+                   a.atttypid = 'timestamptz'::regtype
             FROM pg_catalog.pg_attribute AS a
-            WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+            JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+            LEFT JOIN pg_catalog.pg_type AS b ON b.oid = t.typbasetype AND t.typtype = 'd'
+            WHERE a.attrelid = %(table)s AND a.attnum > 0 AND NOT a.attisdropped
             ORDER BY a.attnum
             """,
-            (oid,),
+            {"table": oid, "neutral": list(NEUTRAL_TYPES)},
         ).fetchall()
     odd = [n for n in (rule.schema, rule.table, *(r[0] for r in rows)) if DOLLAR_TAG in n or "\x00" in n]
     if odd:
         raise ConfigError(f"{ctx}, field source: the name {odd[0]!r} of {rule.source} or of a column contains "
                           f"{DOLLAR_TAG}, which would end the posting function's body",
                           hint="rename the table or column")
-    columns = {name: notnull for name, notnull, _ in rows}
-    types = {name: typ for name, _, typ in rows}
+    columns = {name: notnull for name, notnull, *_ in rows}
+    types = {name: typ for name, _, typ, *_ in rows}
     uniques = conn.execute(
         """
         SELECT i.indisprimary,
@@ -173,7 +181,9 @@ def resolve(conn: psycopg.Connection, rule: Rule) -> Target:
         )
     ] if relkind == "p" else []
     return Target(oid=oid, schema=rule.schema, table=rule.table, relkind=relkind, key=key,
-                  key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions))
+                  key_types=tuple(types[k] for k in key), columns=tuple(types), partitions=tuple(partitions),
+                  neutral_columns=frozenset(r[0] for r in rows if r[3]),
+                  instant_columns=frozenset(r[0] for r in rows if r[4]))
 
 
 def check_source(conn: psycopg.Connection, rule: Rule, target: Target) -> None:
@@ -420,17 +430,15 @@ def input_columns(conn: psycopg.Connection, rule: Rule, target: Target) -> tuple
     if any("\\" in expr for expr in exprs):  # where a string ends would depend on standard_conforming_strings
         return None
     for expr in exprs:
-        tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr) if m.lastgroup != "skip"]
+        tokens = _tokens(expr)
         for i, (kind, text) in enumerate(tokens):
             after = tokens[i + 1][1] if i + 1 < len(tokens) else ""
-            if kind == "word":
-                name = text.lower()
-                if name in _NOT_THE_ROW or _READS_A_TABLE.match(name) or (name == "u" and after == "&"):
-                    return None
-            elif kind == "quoted":
-                name = text[1:-1].replace('""', '"')
-            else:
+            if kind not in ("word", "quoted"):
                 continue
+            name = _name(kind, text)
+            if kind == "word" and (name in _NOT_THE_ROW or _READS_A_TABLE.match(name)
+                                   or (name == "u" and after == "&")):
+                return None
             if (after == ".") != (name == "r"):  # a qualified name other than r.<column>, or the row r
                 return None
             if name == "r" and i + 2 < len(tokens) and tokens[i + 2][1] == "*":  # r.*, the row again
@@ -471,7 +479,7 @@ NEUTRAL_TYPES = ("int2", "int4", "int8", "numeric", "text", "varchar", "bpchar",
                  "name", '"char"')
 
 
-def session_independent(conn: psycopg.Connection, rule: Rule, target: Target) -> bool:
+def session_independent(rule: Rule, target: Target) -> bool:
     """Whether the rule's expressions (memo included) and its key's text cannot depend on
     the session's SESSION_SETTINGS: the key and every column they read are of NEUTRAL_TYPES
     (or enums, or domains or arrays of those), every other word is in _NEUTRAL_WORDS, and
@@ -479,29 +487,14 @@ def session_independent(conn: psycopg.Connection, rule: Rule, target: Target) ->
     those settings, which costs each call. Anything else answers False and they are
     pinned: a date, time or float column, a cast to such a type or a literal of one, a
     function of another kind (now(), to_char(), your own), a subquery, a backslash."""
-    rows = conn.execute(
-        """
-        SELECT a.attname::text,
-               coalesce(b.oid, t.oid) = ANY (%(neutral)s::regtype[])
-               OR coalesce(b.typtype, t.typtype) = 'e'
-               OR (t.typcategory = 'A' AND t.typelem = ANY (%(neutral)s::regtype[])),
-               a.atttypid = 'timestamptz'::regtype
-        FROM pg_catalog.pg_attribute AS a
-        JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
-        LEFT JOIN pg_catalog.pg_type AS b ON b.oid = t.typbasetype AND t.typtype = 'd'
-        WHERE a.attrelid = %(table)s AND a.attnum > 0 AND NOT a.attisdropped
-        """,
-        {"table": target.oid, "neutral": list(NEUTRAL_TYPES)},
-    ).fetchall()
-    neutral = {name for name, ok, _ in rows if ok}
-    instants = {name for name, _, timestamptz in rows if timestamptz}
-    columns = {name for name, _, _ in rows}
+    neutral, instants = target.neutral_columns, target.instant_columns
+    columns = set(target.columns)
     if not all(k in neutral for k in target.key):
         return False
     for field, expr, kind in expressions(rule):
         if "\\" in expr:
             return False
-        tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr) if m.lastgroup != "skip"]
+        tokens = _tokens(expr)
         column = tokens[2:] if [t for _, t in tokens[:2]] in (["r", "."], ["R", "."]) else tokens
         if field == "date" and len(column) == 1 and _name(*column[0]) in instants:
             continue  # a timestamptz column: cast to timestamptz, the value itself
@@ -518,6 +511,11 @@ def session_independent(conn: psycopg.Connection, rule: Rule, target: Target) ->
             elif token == "quoted" or name not in words:
                 return False
     return True
+
+
+def _tokens(expr: str) -> list[tuple[str, str]]:
+    """(kind, text) of each token of an SQL expression, comments and string literals left out."""
+    return [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr) if m.lastgroup != "skip"]
 
 
 def _name(token: str, text: str) -> str:

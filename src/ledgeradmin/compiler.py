@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from .catalog import PINNED_SETTINGS, SESSION_SETTINGS, Target, expressions
+from .catalog import PINNED_SETTINGS, SESSION_SETTINGS, Target, expressions, session_independent
 from .config import Config, Line, Rule
 from .resources import read_sql
 
@@ -368,12 +368,9 @@ def update_guard(target: Target, inputs: tuple[str, ...] | None) -> str:
                 new_columns=", ".join(qualified("n", inputs))).rstrip()
 
 
-def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None, *,
-                 pin_session: bool = True) -> CompiledRule:
+def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None) -> CompiledRule:
     """The install statements of one rule: its posting function, triggers and registry row.
-    ``inputs`` are the columns the rule reads (catalog.input_columns); ``pin_session``
-    False when the rule cannot depend on the session's time zone and date styles
-    (catalog.session_independent)."""
+    ``inputs`` are the columns the rule reads (catalog.input_columns)."""
     function = function_name(rule.name)
     trigger = trigger_prefix(rule.name)
     none = "(SELECT * FROM old_rows WHERE false)"
@@ -437,7 +434,7 @@ def compile_rule(rule: Rule, target: Target, inputs: tuple[str, ...] | None, *,
         source=target.ident,
         source_label=literal(target.label),
         on_error=rule.on_error,
-        settings=rule_settings(rule, target, pin_session),
+        settings=rule_settings(rule, target),
         update_guard=update_guard(target, inputs),
         reconcile_insert=insert_sql(rule, target),
         reconcile_update=reconcile_sql(rule, target, "new_rows", keys("new_rows", "old_rows")),
@@ -483,14 +480,14 @@ def _key_form(target: Target) -> dict[str, str]:
 _EQUALS_NULL = re.compile(r"=\s*null\b|\bnull\s*=", re.I)
 
 
-def rule_settings(rule: Rule, target: Target, pin_session: bool = True) -> str:
+def rule_settings(rule: Rule, target: Target) -> str:
     """SET clauses a posting function needs beyond the ones every function has: the time
     zone and the text of dates, times, intervals and floats unless the rule cannot depend on
-    them (``pin_session`` False: catalog.session_independent); how its body reads a
+    them (catalog.session_independent); how its body reads a
     backslash in a string literal, and `= NULL`, when a rule's expression has them (PL/pgSQL
     parses the body under the caller's settings); and the text of a bytea key."""
     settings = [f"{sql.Identifier(name).as_string(None)} = {literal(PINNED_SETTINGS[name])}"
-                for name in SESSION_SETTINGS] if pin_session else []
+                for name in SESSION_SETTINGS] if not session_independent(rule, target) else []
     if any("\\" in expr for _field, expr, _kind in expressions(rule)):
         settings.append("standard_conforming_strings = on")
     if "bytea" in target.key_types:

@@ -57,8 +57,7 @@ def compile_rules(conn: psycopg.Connection, config: Config, names=None) -> list[
             catalog.check_key_types(conn, rule, target)
             catalog.check_expressions(conn, rule, target)
             catalog.check_determinism(conn, rule)
-            c = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target),
-                                      pin_session=not catalog.session_independent(conn, rule, target))
+            c = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target))
             catalog.check_query(
                 conn,
                 compiler.desired_sql(rule, target, f"(SELECT * FROM {target.ident} LIMIT 0)"),

@@ -70,8 +70,7 @@ def _rule_status(conn: psycopg.Connection, rule, registered) -> RuleStatus:
         return RuleStatus(**base, installed=False, enabled=False, up_to_date=False, state="NO SOURCE",
                           detail=exc.message + _moved(conn, rule.name))
     _require_select(conn, target)
-    compiled = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target),
-                                     pin_session=not catalog.session_independent(conn, rule, target))
+    compiled = compiler.compile_rule(rule, target, catalog.input_columns(conn, rule, target))
     prefix = compiler.trigger_prefix(rule.name)
     names = [f"{prefix}_{e}" for e in EVENTS]
     # the source and each partition (oid, name as a DBA writes it)
